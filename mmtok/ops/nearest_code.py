@@ -1,0 +1,128 @@
+"""`nearest_code`: index of the nearest codebook row for every vector, without an N x K distance matrix.
+
+The public function validates shapes (ValueError naming the argument), flattens leading dimensions,
+resolves the backend and calls the custom op `mmtok::nearest_code`, which is what `torch.compile`
+sees (an opaque op with a fake implementation) and what autograd differentiates (distances only).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import backends
+from .reference import compute_dtype, exact_distances, nearest_code_reference
+
+METRICS = ("l2", "cosine")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"nearest_code: {name} contains non-finite values (NaN or Inf)")
+
+
+def _run_backend(x: torch.Tensor, codebook: torch.Tensor, cosine: bool, backend: str):
+    if backend == "cpp":
+        return torch.ops.mmtok_C.nearest_code_cpu(x, codebook, cosine)
+    if backend == "cuda":
+        return torch.ops.mmtok_C.nearest_code_cuda(x, codebook, cosine)
+    _check_finite(x, "x")
+    _check_finite(codebook, "codebook")
+    if backend == "triton":
+        from .triton_kernel import nearest_code_triton
+
+        indices = nearest_code_triton(x, codebook, cosine)
+        return indices, exact_distances(x, codebook, indices, cosine)
+    return nearest_code_reference(x, codebook, cosine)
+
+
+@torch.library.custom_op("mmtok::nearest_code", mutates_args=())
+def nearest_code_op(x: torch.Tensor, codebook: torch.Tensor, metric: str, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, D), codebook (K, D) -> indices int64 (N,), distances fp32 (N,). `backend` is already resolved."""
+    return _run_backend(x, codebook, metric == "cosine", backend)
+
+
+@nearest_code_op.register_fake
+def _(x, codebook, metric, backend):
+    n = x.shape[0]
+    return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output):
+    x, codebook, metric, _ = inputs
+    indices, _ = output
+    ctx.save_for_backward(x, codebook, indices)
+    ctx.cosine = metric == "cosine"
+    ctx.mark_non_differentiable(indices)
+
+
+def _backward(ctx, grad_indices, grad_dist):
+    """Gradient of the returned distance to the chosen code, w.r.t. x and the codebook (indices are constants)."""
+    x, codebook, indices = ctx.saved_tensors
+    dtype = compute_dtype(x, codebook)
+    xs, cs = x.to(dtype), codebook.to(dtype)
+    chosen = cs.index_select(0, indices)
+    g = grad_dist.to(dtype).unsqueeze(-1)
+    if ctx.cosine:
+        # d(1 - <u, v>)/dx with u = x/|x|, v = c/|c|: -(v - <u,v> u)/|x|, and symmetrically for c.
+        xn, cn = xs.norm(dim=-1, keepdim=True).clamp_min(1e-12), chosen.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        u, v = xs / xn, chosen / cn
+        sim = (u * v).sum(-1, keepdim=True)
+        grad_x = -(v - sim * u) / xn * g
+        grad_rows = -(u - sim * v) / cn * g
+    else:
+        diff = xs - chosen
+        grad_x = 2.0 * diff * g
+        grad_rows = -2.0 * diff * g
+    grad_c = torch.zeros_like(cs).index_add_(0, indices, grad_rows)
+    return grad_x.to(x.dtype), grad_c.to(codebook.dtype), None, None
+
+
+nearest_code_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2", backend: str = "auto"):
+    """Nearest codebook row for every vector of `x`.
+
+    Args:
+        x: (..., D) floating tensor, any layout.
+        codebook: (K, D) floating tensor on the same device.
+        metric: "l2" (squared Euclidean) or "cosine" (1 - cosine similarity of l2-normalised vectors).
+        backend: "auto", "cpp", "cuda", "triton" or "torch".
+
+    Returns:
+        (indices, distances): int64 and fp32, both shaped x.shape[:-1]. Exact ties go to the lowest index.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"nearest_code: x must be a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(codebook, torch.Tensor):
+        raise ValueError(f"nearest_code: codebook must be a torch.Tensor, got {type(codebook).__name__}")
+    if metric not in METRICS:
+        raise ValueError(f"nearest_code: metric must be one of {METRICS}, got {metric!r}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"nearest_code: x must be a floating tensor (fp32/fp16/bf16/fp64), got {x.dtype}")
+    if codebook.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"nearest_code: codebook must be a floating tensor (fp32/fp16/bf16/fp64), got {codebook.dtype}")
+    if x.dim() < 1:
+        raise ValueError("nearest_code: x must have at least one dimension (..., D), got a 0-d tensor")
+    if codebook.dim() != 2:
+        raise ValueError(f"nearest_code: codebook must have shape (K, D), got rank {codebook.dim()} shape {tuple(codebook.shape)}")
+    if codebook.shape[0] == 0:
+        raise ValueError("nearest_code: codebook is empty (K = 0)")
+    if codebook.shape[1] == 0:
+        raise ValueError("nearest_code: codebook has D = 0")
+    if x.shape[-1] != codebook.shape[1]:
+        raise ValueError(
+            f"nearest_code: x has D = {x.shape[-1]} (shape {tuple(x.shape)}) but codebook has D = {codebook.shape[1]}"
+        )
+    if x.device != codebook.device:
+        raise ValueError(f"nearest_code: x is on {x.device} but codebook is on {codebook.device}")
+    name = backends.resolve(backend, x.device, compute_dtype(x, codebook))
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
+    if codebook.stride(-1) != 1:
+        codebook = codebook.contiguous()
+    indices, distances = nearest_code_op(flat, codebook, metric, name)
+    return indices.reshape(lead), distances.reshape(lead)

@@ -1,0 +1,26 @@
+"""Shared test settings: fixture paths and fresh, reported random seeds."""
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+
+import pytest
+import torch
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def data_dir() -> pathlib.Path:
+    return DATA
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """A fresh seed per test (printed on failure), so tests draw new random inputs each run."""
+    value = int(os.environ.get("MMTOK_TEST_SEED", random.SystemRandom().randrange(2**31)))
+    torch.manual_seed(value)
+    random.seed(value)
+    print(f"seed={value} (rerun with MMTOK_TEST_SEED={value})")
+    return value
