@@ -20,7 +20,7 @@ def rel(paths):
 
 def extension():
     cpu_sources = rel(glob.glob(os.path.join(HERE, "csrc", "*.cpp")))
-    cxx = ["-O3", "-fopenmp", "-std=c++17", "-DMMTOK_EXTENSION"]
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=fast", "-DMMTOK_EXTENSION"]
     use_cuda = torch.version.cuda is not None and CUDA_HOME is not None and os.environ.get("MMTOK_NO_CUDA") != "1"
     if not use_cuda:
         return CppExtension("mmtok._C", cpu_sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
