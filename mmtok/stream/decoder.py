@@ -1,0 +1,306 @@
+"""Flat ids -> segments, for sequences a model generated (which may be malformed).
+
+strict=True raises StreamDecodeError naming the first offending token position. strict=False returns what
+it can: an incomplete grid is padded with `fill_code` (or cropped), a foreign code is replaced, a block
+without its end token is closed where the next block/text starts, and every change is listed as a Repair.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .errors import Repair, StreamDecodeError
+from .segments import Audio, AudioCodec, Frame, Image, Text, Video
+from .vocabulary import CODE, INVALID, RESOLUTION, SPECIAL, TEXT, Vocabulary
+
+
+class DecodedSegments(list):
+    """The decoded segments (a list) plus `repairs`: what lenient decoding had to fix (empty when clean)."""
+
+    def __init__(self, segments=(), repairs=()):
+        super().__init__(segments)
+        self.repairs: list[Repair] = list(repairs)
+
+
+class _Parser:
+    def __init__(self, vocab: Vocabulary, ids, *, strict: bool, fill_code: int):
+        self.vocab = vocab
+        self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self.category, self.detail, self.value = vocab.classify(self.ids)
+        self.strict = strict
+        self.fill_code = int(fill_code)
+        self.repairs: list[Repair] = []
+        self.pos = 0
+        self.n = len(self.ids)
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def problem(self, position: int, kind: str, message: str) -> None:
+        """Raise in strict mode, else note the repair and carry on."""
+        if self.strict:
+            raise StreamDecodeError(position, message)
+        self.repairs.append(Repair(position, kind, message))
+
+    def special_at(self, p: int) -> str | None:
+        if p < self.n and self.category[p] == SPECIAL:
+            return self.vocab.special_names[self.detail[p]]
+        return None
+
+    def describe(self, p: int) -> str:
+        if p >= self.n:
+            return "the end of the sequence"
+        c = self.category[p]
+        if c == TEXT:
+            return f"text token {self.ids[p]}"
+        if c == SPECIAL:
+            return f"<{self.special_name(p)}>"
+        if c == RESOLUTION:
+            return f"resolution token <res_{self.value[p]}>"
+        if c == CODE:
+            r = self.vocab.range_list[self.detail[p]]
+            return f"a code from the {r.modality!r} range (codebook {r.codebook}, code {self.value[p]})"
+        return f"id {self.ids[p]} outside the vocabulary (size {self.vocab.size})"
+
+    def special_name(self, p: int) -> str:
+        return self.vocab.special_names[self.detail[p]]
+
+    def is_code_of(self, p: int, modality: str, codebook: int = 0) -> bool:
+        if self.category[p] != CODE:
+            return False
+        r = self.vocab.range_list[self.detail[p]]
+        return r.modality == modality and r.codebook == codebook
+
+    # ---- top level -----------------------------------------------------------------------------
+    def parse(self) -> DecodedSegments:
+        segments: list = []
+        text_start = None
+        if self.n and self.special_at(0) == "bos":
+            self.pos = 1
+        while self.pos < self.n:
+            p = self.pos
+            if self.category[p] == TEXT:
+                text_start = p if text_start is None else text_start
+                self.pos += 1
+                continue
+            if text_start is not None:
+                segments.append(Text(self.vocab.text.decode(self.ids[text_start:p].tolist())))
+                text_start = None
+            name = self.special_at(p)
+            if name == "image_begin":
+                image = self.parse_image(Image)
+                if image is not None:
+                    segments.append(image)
+            elif name in ("audio_begin", "audio_codec_begin"):
+                audio = self.parse_audio()
+                if audio is not None:
+                    segments.append(audio)
+            elif name == "video_begin":
+                segments.append(self.parse_video())
+            elif name == "eos":
+                self.pos += 1
+                self.check_tail()
+                break
+            elif name == "pad":
+                self.pos += 1
+            else:
+                self.problem(p, "stray_token", f"{self.describe(p)} outside any block")
+                self.pos += 1
+        if text_start is not None:
+            segments.append(Text(self.vocab.text.decode(self.ids[text_start:self.pos].tolist())))
+        return DecodedSegments(segments, self.repairs)
+
+    def check_tail(self) -> None:
+        rest = [p for p in range(self.pos, self.n) if self.special_at(p) != "pad"]
+        if rest:
+            self.problem(rest[0], "after_eos", f"{len(rest)} token(s) after <eos> (dropped)")
+        self.pos = self.n
+
+    # ---- images --------------------------------------------------------------------------------
+    def parse_image(self, kind):
+        start = self.pos
+        self.pos += 1
+        size = []
+        for what in ("height", "width"):
+            if self.pos < self.n and self.category[self.pos] == RESOLUTION:
+                size.append(int(self.value[self.pos]))
+                self.pos += 1
+            else:
+                self.problem(self.pos, "missing_resolution", f"image begun at position {start} expects a resolution"
+                             f" token (grid {what}), found {self.describe(self.pos)}")
+                break
+        h, w = size if len(size) == 2 else (None, None)
+        rows: list[list[int]] = []
+        row: list[int] = []
+        eor = self.vocab.end_of_row
+        while True:
+            p = self.pos
+            if p >= self.n:
+                self.problem(p, "missing_end", f"image begun at position {start} is truncated: no <image_end>"
+                             " before the end of the sequence")
+                break
+            c = self.category[p]
+            if self.is_code_of(p, "image"):
+                row.append(int(self.value[p]))
+            elif c == CODE or c == INVALID:
+                self.problem(p, "foreign_code", f"{self.describe(p)} inside the image begun at position {start}"
+                             f" (replaced by image code {self.fill_code})")
+                row.append(self.fill_code)
+            elif c == RESOLUTION:
+                self.problem(p, "stray_token", f"{self.describe(p)} inside the image begun at position {start}")
+            elif c == SPECIAL and self.special_name(p) == "end_of_row" and eor:
+                if w is not None and len(row) != w:
+                    self.problem(p, "row_length", f"row {len(rows)} of the image begun at position {start} has"
+                                 f" {len(row)} codes, expected {w}")
+                if h is not None and len(rows) == h:
+                    self.problem(p, "extra_rows", f"image begun at position {start} has more than {h} rows")
+                rows.append(row)
+                row = []
+            elif c == SPECIAL and self.special_name(p) == "image_end":
+                self.pos += 1
+                break
+            elif c == SPECIAL and self.special_name(p) in ("pad", "end_of_row"):
+                self.problem(p, "stray_token", f"{self.describe(p)} inside the image begun at position {start}")
+            else:
+                self.problem(p, "missing_end", f"image begun at position {start} has no <image_end>: found"
+                             f" {self.describe(p)}")
+                break  # leave this token for the enclosing level
+            self.pos += 1
+        end = self.pos - 1 if self.pos and self.special_at(self.pos - 1) == "image_end" else self.pos
+        if eor:
+            if row:
+                self.problem(end, "row_length", f"last row of the image begun at position {start} has no"
+                             " end-of-row token")
+                rows.append(row)
+        else:
+            rows = [row]
+        grid = self.assemble_grid(rows, h, w, start, end)
+        return None if grid is None else kind(codes=grid)
+
+    def assemble_grid(self, rows, h, w, start, end):
+        eor = self.vocab.end_of_row
+        if h is None:  # lenient only: infer the grid the resolution tokens should have given
+            if eor and rows:
+                h, w = len(rows), max(1, len(rows[0]))
+            else:
+                count = len(rows[0]) if rows else 0
+                if count == 0:
+                    self.repairs.append(Repair(start, "dropped_image", "image with no codes and no size dropped"))
+                    return None
+                w = math.isqrt(count - 1) + 1
+                h = -(-count // w)
+            self.repairs.append(Repair(start, "inferred_grid", f"grid {h}x{w} inferred from the codes"))
+        if not eor:
+            flat = rows[0]
+            if len(flat) != h * w:
+                self.problem(end, "truncated_grid" if len(flat) < h * w else "cropped_grid",
+                             f"image begun at position {start} has {len(flat)} codes, expected {h}x{w}={h * w}"
+                             f" ({'padded' if len(flat) < h * w else 'cropped'})")
+            flat = (flat + [self.fill_code] * (h * w))[: h * w]
+            return torch.tensor(flat, dtype=torch.int64).reshape(h, w)
+        if len(rows) < h:
+            self.problem(end, "truncated_grid", f"image begun at position {start} has {len(rows)} of {h} rows"
+                         " (padded)")
+        grid = torch.full((h, w), self.fill_code, dtype=torch.int64)
+        for r, row in enumerate(rows[:h]):
+            row = row[:w]
+            if row:
+                grid[r, : len(row)] = torch.tensor(row, dtype=torch.int64)
+        return grid
+
+    # ---- audio ---------------------------------------------------------------------------------
+    def parse_audio(self):
+        start = self.pos
+        modality = "audio" if self.special_at(start) == "audio_begin" else "audio_codec"
+        end_name = f"{modality}_end"
+        codebooks = len(self.vocab.codebooks(modality))
+        codes: list[int] = []
+        self.pos += 1
+        while True:
+            p = self.pos
+            if p >= self.n:
+                self.problem(p, "missing_end", f"{modality} block begun at position {start} is truncated: no"
+                             f" <{end_name}> before the end of the sequence")
+                break
+            c = self.category[p]
+            expected = len(codes) % codebooks
+            if self.is_code_of(p, modality, expected):
+                codes.append(int(self.value[p]))
+            elif c == CODE or c == INVALID:
+                self.problem(p, "foreign_code", f"{self.describe(p)} where {modality} codebook {expected} was"
+                             f" expected (replaced by code {self.fill_code})")
+                codes.append(self.fill_code)
+            elif c == SPECIAL and self.special_name(p) == end_name:
+                self.pos += 1
+                break
+            else:
+                self.problem(p, "missing_end", f"{modality} block begun at position {start} has no <{end_name}>:"
+                             f" found {self.describe(p)}")
+                break
+            self.pos += 1
+        if len(codes) % codebooks:
+            self.problem(self.pos - 1, "truncated_frame", f"{modality} block begun at position {start} ends inside"
+                         f" a frame ({len(codes) % codebooks} of {codebooks} codebooks; partial frame dropped)")
+            codes = codes[: len(codes) - len(codes) % codebooks]
+        grid = torch.tensor(codes, dtype=torch.int64).reshape(-1, codebooks).T.contiguous()
+        return (Audio if modality == "audio" else AudioCodec)(codes=grid)
+
+    # ---- video ---------------------------------------------------------------------------------
+    def parse_video(self) -> Video:
+        start = self.pos
+        video = Video()
+        self.pos += 1
+        while True:
+            p = self.pos
+            name = self.special_at(p)
+            if name == "frame":
+                frame = self.parse_frame()
+                if frame is not None:
+                    video.frames.append(frame)
+            elif name == "image_begin":
+                self.problem(p, "missing_frame", f"image at position {p} in the video begun at position {start}"
+                             " has no <frame> marker (timestamp unknown)")
+                frame = self.parse_image(Frame)
+                if frame is not None:
+                    video.frames.append(frame)
+            elif name in ("audio_begin", "audio_codec_begin"):
+                audio = self.parse_audio()
+                if video.audio is not None:
+                    self.problem(p, "extra_audio", f"second audio track in the video begun at position {start}"
+                                 " (dropped)")
+                else:
+                    video.audio = audio
+            elif name == "video_end":
+                self.pos += 1
+                return video
+            else:
+                what = "is truncated: no <video_end> before the end of the sequence" if p >= self.n else \
+                    f"has no <video_end>: found {self.describe(p)}"
+                self.problem(p, "missing_end", f"video begun at position {start} {what}")
+                return video
+
+    def parse_frame(self):
+        start = self.pos
+        self.pos += 1
+        while self.pos < self.n and self.category[self.pos] == TEXT:
+            self.pos += 1
+        stamp_text = self.vocab.text.decode(self.ids[start + 1: self.pos].tolist()).strip()
+        timestamp = None
+        if stamp_text:
+            try:
+                timestamp = float(stamp_text)
+            except ValueError:
+                self.problem(start + 1, "bad_timestamp", f"frame at position {start} has timestamp {stamp_text!r},"
+                             " not a number")
+        if self.special_at(self.pos) != "image_begin":
+            self.problem(self.pos, "missing_image", f"frame at position {start} is not followed by an image: found"
+                         f" {self.describe(self.pos)} (frame dropped)")
+            return None
+        frame = self.parse_image(Frame)
+        if frame is not None:
+            frame.timestamp = timestamp
+        return frame
+
+
+def decode_ids(vocab: Vocabulary, ids, *, strict: bool = True, fill_code: int = 0) -> DecodedSegments:
+    return _Parser(vocab, ids, strict=strict, fill_code=fill_code).parse()

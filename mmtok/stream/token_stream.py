@@ -1,0 +1,163 @@
+"""TokenStream: interleaved segments <-> one id sequence, with the tokenizers that fill and decode codes."""
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .decoder import DecodedSegments, decode_ids
+from .encoder import encode_segments
+from .errors import VocabularyMismatchError
+from .segments import Audio, AudioCodec, Frame, Image, Text, Video
+from .vocabulary import Vocabulary
+
+DECODE_BATCH = 16  # images decoded to pixels per tokenizer call (bounds memory for long videos)
+
+
+class TokenIds(list):
+    """Encoded ids (a plain list of ints) that remember the hash of the vocabulary that made them."""
+
+    def __init__(self, ids: Iterable[int] = (), vocab_hash: str | None = None):
+        super().__init__(int(i) for i in ids)
+        self.vocab_hash = vocab_hash
+
+
+class TokenStream:
+    """Builds `<bos> text <image> codes </image> ... <eos>` sequences and takes generated ones apart.
+
+    The tokenizers are optional: they are needed only to tokenize segments given as sources (image
+    paths / pixels, waveforms) and to decode codes back to pixels or audio.
+    """
+
+    def __init__(self, vocabulary: Vocabulary, *, image_tokenizer=None, audio_tokenizer=None, audio_codec=None):
+        self.vocab = vocabulary
+        self.image_tokenizer = image_tokenizer
+        self.audio_tokenizer = audio_tokenizer
+        self.audio_codec = audio_codec
+        _check_fits(vocabulary, "image", image_tokenizer, lambda t: (1, int(t.num_codes)))
+        _check_fits(vocabulary, "audio", audio_tokenizer, lambda t: (int(t.num_codebooks), int(t.num_codes)))
+        _check_fits(vocabulary, "audio_codec", audio_codec, lambda t: (int(t.n_codebooks), int(t.codebook_size)))
+
+    @classmethod
+    def from_tokenizers(cls, text_tokenizer: Any = None, *, image_tokenizer=None, audio_tokenizer=None,
+                        audio_codec=None, **vocab_options) -> "TokenStream":
+        vocab = Vocabulary.from_tokenizers(text_tokenizer, image_tokenizer=image_tokenizer,
+                                           audio_tokenizer=audio_tokenizer, audio_codec=audio_codec, **vocab_options)
+        return cls(vocab, image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, audio_codec=audio_codec)
+
+    @property
+    def vocab_hash(self) -> str:
+        return self.vocab.hash
+
+    # ---- encode --------------------------------------------------------------------------------
+    def encode(self, segments: Sequence, *, add_bos: bool = True, add_eos: bool = True) -> TokenIds:
+        """Segments (Text/str, Image, Audio, AudioCodec, Video) -> ids. Segments given as sources are
+        tokenized first (their codes are filled in place)."""
+        for segment in segments:
+            self._tokenize_sources(segment)
+        ids = encode_segments(self.vocab, segments, add_bos=add_bos, add_eos=add_eos)
+        return TokenIds(ids.tolist(), self.vocab.hash)
+
+    def _tokenize_sources(self, segment) -> None:
+        if isinstance(segment, Image) and segment.codes is None:
+            if self.image_tokenizer is None:
+                raise ValueError("an Image segment has no codes: give TokenStream an image_tokenizer")
+            source = segment.source
+            if isinstance(source, pathlib.Path):
+                source = str(source)
+            if isinstance(source, torch.Tensor) and source.ndim == 3:
+                source = source.unsqueeze(0)
+            batch = source if isinstance(source, torch.Tensor) else [source]
+            codes = self.image_tokenizer.encode(batch, size=segment.size, mode=segment.mode)
+            segment.codes = codes[0].to(torch.int64).cpu()
+        elif isinstance(segment, (Audio, AudioCodec)) and segment.codes is None:
+            tokenizer = self.audio_tokenizer if isinstance(segment, Audio) else self.audio_codec
+            if tokenizer is None:
+                need = "audio_tokenizer" if isinstance(segment, Audio) else "audio_codec"
+                raise ValueError(f"a {type(segment).__name__} segment has no codes: give TokenStream an {need}")
+            if segment.sample_rate is None:
+                raise ValueError(f"{type(segment).__name__} waveform needs its sample_rate")
+            segment.codes = tokenizer.encode(segment.waveform, segment.sample_rate).to(torch.int64).cpu()
+        elif isinstance(segment, Video):
+            for frame in segment.frames:
+                self._tokenize_sources(frame)
+            if segment.audio is not None:
+                self._tokenize_sources(segment.audio)
+
+    # ---- decode --------------------------------------------------------------------------------
+    def decode(self, ids, *, strict: bool = True, decode_images: bool = False, decode_audio: bool = False,
+               vocab_hash: str | None = None, fill_code: int = 0) -> DecodedSegments:
+        """ids -> segments (a list with `.repairs`). The vocabulary hash of the encoder (from TokenIds or
+        `vocab_hash=`) must match. decode_images fills Image/Frame `.pixels`; decode_audio fills the
+        `.waveform` of AudioCodec segments through the codec (BEST-RQ tokens cannot be turned back)."""
+        expected = vocab_hash if vocab_hash is not None else getattr(ids, "vocab_hash", None)
+        if expected is not None:
+            self.vocab.check_hash(expected)
+        if isinstance(ids, torch.Tensor):
+            ids = ids.cpu().numpy()
+        segments = decode_ids(self.vocab, ids, strict=strict, fill_code=fill_code)
+        if decode_images:
+            self._decode_pixels(segments)
+        if decode_audio:
+            self._decode_waveforms(segments)
+        return segments
+
+    def _decode_pixels(self, segments) -> None:
+        images = [s for s in _walk(segments) if isinstance(s, Image)]
+        if not images:
+            return
+        if self.image_tokenizer is None:
+            raise ValueError("decode_images=True needs an image_tokenizer")
+        by_grid: dict[tuple, list[Image]] = {}
+        for image in images:
+            by_grid.setdefault(tuple(image.codes.shape), []).append(image)
+        with torch.inference_mode():
+            for group in by_grid.values():
+                for i in range(0, len(group), DECODE_BATCH):
+                    chunk = group[i: i + DECODE_BATCH]
+                    pixels = self.image_tokenizer.decode(torch.stack([im.codes for im in chunk]))
+                    for image, picture in zip(chunk, pixels):
+                        image.pixels = picture
+
+    def _decode_waveforms(self, segments) -> None:
+        clips = [s for s in _walk(segments) if isinstance(s, AudioCodec)]
+        if clips and self.audio_codec is None:
+            raise ValueError("decode_audio=True needs an audio_codec")
+        with torch.inference_mode():
+            for clip in clips:
+                if clip.codes.shape[1] == 0:
+                    clip.waveform = torch.zeros(0)
+                else:
+                    clip.waveform = self.audio_codec.decode(clip.codes)
+                clip.sample_rate = int(self.audio_codec.sample_rate)
+
+    # ---- conversation files ------------------------------------------------------------------------
+    def encode_qwen_vl(self, path, **options):
+        """A Qwen-VL conversation JSON file -> [(sample id, TokenIds)]; see mmtok.stream.qwen_vl."""
+        from .qwen_vl import encode_qwen_vl_file
+
+        return encode_qwen_vl_file(self, path, **options)
+
+
+def _walk(segments):
+    for segment in segments:
+        yield segment
+        if isinstance(segment, Video):
+            yield from segment.frames
+            if segment.audio is not None:
+                yield segment.audio
+
+
+def _check_fits(vocab: Vocabulary, modality: str, tokenizer, shape_of) -> None:
+    if tokenizer is None:
+        return
+    if modality not in vocab.ranges:
+        raise ValueError(f"a {modality} tokenizer was given but the vocabulary has no {modality!r} codes")
+    ranges = vocab.ranges[modality]
+    have = (len(ranges), ranges[0].size)
+    want = shape_of(tokenizer)
+    if have != want:
+        raise VocabularyMismatchError(f"{modality} tokenizer has {want[0]}x{want[1]} codes but the vocabulary"
+                                      f" reserves {have[0]}x{have[1]}")

@@ -1,0 +1,261 @@
+"""The layout of one id space shared by text, special tokens and every modality codebook.
+
+Order: the text tokenizer's ids, then named special tokens (bos, eos, block begin/end, frame, end-of-row),
+then the resolution tokens `<res_1>..<res_N>` that carry an image's grid size, then one contiguous range
+per modality codebook ("image"; each "audio" (BEST-RQ) codebook; each "audio_codec" codebook).
+The layout serialises to JSON with a content hash, so a stream is only ever decoded with the layout
+that produced it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import VocabularyMismatchError
+from .text import ByteTokenizer, TextTokenizer, as_text_tokenizer
+
+SPECIAL_TOKENS = (
+    "bos", "eos", "pad",
+    "image_begin", "image_end", "end_of_row",
+    "audio_begin", "audio_end",
+    "audio_codec_begin", "audio_codec_end",
+    "video_begin", "video_end", "frame",
+)
+MODALITIES = ("image", "audio", "audio_codec")
+FORMAT_VERSION = 1
+
+# categories returned by Vocabulary.classify
+TEXT, SPECIAL, RESOLUTION, CODE, INVALID = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class CodeRange:
+    """One codebook's contiguous id range: ids offset .. offset + size - 1 are codes 0 .. size - 1."""
+
+    modality: str
+    codebook: int
+    offset: int
+    size: int
+
+
+class Vocabulary:
+    """One id space: text ids, special tokens, resolution tokens, then per-codebook code ranges."""
+
+    def __init__(
+        self,
+        text_tokenizer: Any = None,
+        *,
+        image_codes: int | None = None,
+        audio: tuple[int, int] | None = None,
+        audio_codec: tuple[int, int] | None = None,
+        max_grid: int = 64,
+        end_of_row: bool = True,
+        extra_special_tokens: Sequence[str] = (),
+    ):
+        """image_codes: codebook size of the image tokenizer; audio / audio_codec: (codebooks, codes per
+        codebook); max_grid: largest grid side a resolution token can express; end_of_row: whether images
+        carry an end-of-row token after each row (Emu3 / Lumina-mGPT layout)."""
+        self.text = as_text_tokenizer(text_tokenizer)
+        self.max_grid = _positive_int(max_grid, "max_grid")
+        self.end_of_row = bool(end_of_row)
+        names = list(SPECIAL_TOKENS) + [str(n) for n in extra_special_tokens]
+        if len(set(names)) != len(names):
+            raise ValueError(f"extra_special_tokens repeats a name: {list(extra_special_tokens)}")
+        self.special_names = tuple(names)
+        self._special = {name: self.text.size + i for i, name in enumerate(names)}
+        self.resolution_offset = self.text.size + len(names)
+        offset = self.resolution_offset + self.max_grid
+        shapes = {
+            "image": None if image_codes is None else (1, _positive_int(image_codes, "image_codes")),
+            "audio": _codebook_shape(audio, "audio"),
+            "audio_codec": _codebook_shape(audio_codec, "audio_codec"),
+        }
+        self.ranges: dict[str, tuple[CodeRange, ...]] = {}
+        for modality in MODALITIES:
+            if shapes[modality] is None:
+                continue
+            codebooks, size = shapes[modality]
+            self.ranges[modality] = tuple(CodeRange(modality, k, offset + k * size, size) for k in range(codebooks))
+            offset += codebooks * size
+        self.size = offset
+        self._build_lookup()
+
+    @classmethod
+    def from_tokenizers(cls, text_tokenizer: Any = None, *, image_tokenizer=None, audio_tokenizer=None,
+                        audio_codec=None, **options) -> "Vocabulary":
+        """Take the code counts from tokenizer objects (ImageTokenizer, AudioTokenizer, AudioCodec)."""
+        return cls(
+            text_tokenizer,
+            image_codes=None if image_tokenizer is None else int(image_tokenizer.num_codes),
+            audio=None if audio_tokenizer is None else (int(audio_tokenizer.num_codebooks),
+                                                        int(audio_tokenizer.num_codes)),
+            audio_codec=None if audio_codec is None else (int(audio_codec.n_codebooks),
+                                                          int(audio_codec.codebook_size)),
+            **options,
+        )
+
+    # ---- lookups -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.size
+
+    def special(self, name: str) -> int:
+        try:
+            return self._special[name]
+        except KeyError:
+            raise ValueError(f"unknown special token {name!r}; known: {list(self._special)}") from None
+
+    def special_name(self, token: int) -> str:
+        index = int(token) - self.text.size
+        if not 0 <= index < len(self.special_names):
+            raise ValueError(f"id {token} is not a special token")
+        return self.special_names[index]
+
+    def resolution_token(self, n: int) -> int:
+        if not 1 <= int(n) <= self.max_grid:
+            raise ValueError(f"grid side {n} outside the vocabulary's resolution tokens 1..{self.max_grid}")
+        return self.resolution_offset + int(n) - 1
+
+    def codebooks(self, modality: str) -> tuple[CodeRange, ...]:
+        if modality not in self.ranges:
+            raise ValueError(f"this vocabulary has no {modality!r} codes (it has: {list(self.ranges)})")
+        return self.ranges[modality]
+
+    def offsets(self, modality: str) -> np.ndarray:
+        return np.array([r.offset for r in self.codebooks(modality)], dtype=np.int64)
+
+    def _build_lookup(self) -> None:
+        ranges = [r for modality in MODALITIES for r in self.ranges.get(modality, ())]
+        self._range_list = ranges
+        self._range_starts = np.array([r.offset for r in ranges], dtype=np.int64)
+        self._range_sizes = np.array([r.size for r in ranges], dtype=np.int64)
+
+    def classify(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per id: (category, detail, value). TEXT: value = id; SPECIAL: detail = index into
+        special_names; RESOLUTION: value = grid side; CODE: detail = index into range_list, value = code."""
+        ids = np.asarray(ids, dtype=np.int64)
+        category = np.full(ids.shape, INVALID, dtype=np.int8)
+        detail = np.zeros(ids.shape, dtype=np.int64)
+        value = ids.copy()
+        n_text, n_special = self.text.size, len(self.special_names)
+        category[(ids >= 0) & (ids < n_text)] = TEXT
+        is_special = (ids >= n_text) & (ids < self.resolution_offset)
+        category[is_special] = SPECIAL
+        detail[is_special] = ids[is_special] - n_text
+        is_res = (ids >= self.resolution_offset) & (ids < self.resolution_offset + self.max_grid)
+        category[is_res] = RESOLUTION
+        value[is_res] = ids[is_res] - self.resolution_offset + 1
+        if len(self._range_list):
+            is_code = (ids >= self._range_starts[0]) & (ids < self.size)
+            which = np.searchsorted(self._range_starts, ids[is_code], side="right") - 1
+            category[is_code] = CODE
+            detail[is_code] = which
+            value[is_code] = ids[is_code] - self._range_starts[which]
+        assert n_special == self.resolution_offset - n_text
+        return category, detail, value
+
+    @property
+    def range_list(self) -> list[CodeRange]:
+        return self._range_list
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def layout(self) -> dict:
+        """Everything that decides which id means what (the hash covers exactly this)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "text": self.text.describe(),
+            "special_tokens": {name: self._special[name] for name in self.special_names},
+            "resolution_tokens": {"offset": self.resolution_offset, "max_grid": self.max_grid},
+            "end_of_row": self.end_of_row,
+            "modalities": {
+                modality: [{"codebook": r.codebook, "offset": r.offset, "size": r.size} for r in ranges]
+                for modality, ranges in self.ranges.items()
+            },
+            "size": self.size,
+        }
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(self.layout(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+    def to_dict(self) -> dict:
+        return {**self.layout(), "hash": self.hash}
+
+    def save(self, path: str | pathlib.Path) -> pathlib.Path:
+        path = pathlib.Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict, text_tokenizer: Any = None, *, source: str = "vocabulary") -> "Vocabulary":
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{source}: unsupported vocabulary format_version {data.get('format_version')!r}")
+        text_info = data["text"]
+        if text_info["kind"] == "bytes":
+            if text_tokenizer is not None and not isinstance(text_tokenizer, ByteTokenizer):
+                raise ValueError(f"{source} uses the built-in byte tokenizer; do not pass text_tokenizer")
+        elif text_tokenizer is None:
+            raise ValueError(f"{source} was built with text tokenizer {text_info.get('name', text_info['class'])!r}:"
+                             " pass it as text_tokenizer")
+        standard = set(SPECIAL_TOKENS)
+        extra = [n for n in sorted(data["special_tokens"], key=data["special_tokens"].get) if n not in standard]
+        shape = {m: (len(r), r[0]["size"]) for m, r in data["modalities"].items()}
+        vocab = cls(
+            text_tokenizer,
+            image_codes=shape["image"][1] if "image" in shape else None,
+            audio=shape.get("audio"),
+            audio_codec=shape.get("audio_codec"),
+            max_grid=data["resolution_tokens"]["max_grid"],
+            end_of_row=data["end_of_row"],
+            extra_special_tokens=extra,
+        )
+        stored = data.get("hash")
+        if stored is not None and stored != vocab.hash:
+            raise VocabularyMismatchError(
+                f"{source}: stored hash {stored[:16]}... does not match the rebuilt layout's {vocab.hash[:16]}..."
+                " (different text tokenizer or edited file)"
+            )
+        return vocab
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path, text_tokenizer: Any = None, *, expected_hash: str | None = None):
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"vocabulary file not found: {path}")
+        vocab = cls.from_dict(json.loads(path.read_text()), text_tokenizer, source=str(path))
+        if expected_hash is not None:
+            vocab.check_hash(expected_hash, source=str(path))
+        return vocab
+
+    def check_hash(self, expected_hash: str, *, source: str = "token stream") -> None:
+        if expected_hash != self.hash:
+            raise VocabularyMismatchError(
+                f"{source} was encoded with vocabulary {expected_hash[:16]}..., this vocabulary is"
+                f" {self.hash[:16]}...: refusing to decode with a different id layout"
+            )
+
+    def __repr__(self) -> str:
+        parts = [f"text={self.text.size}", f"special={len(self.special_names)}", f"max_grid={self.max_grid}"]
+        parts += [f"{m}={len(r)}x{r[0].size}" for m, r in self.ranges.items()]
+        return f"Vocabulary({', '.join(parts)}, size={self.size}, hash={self.hash[:12]})"
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _codebook_shape(value: Any, name: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        codebooks, size = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (num_codebooks, codes_per_codebook), got {value!r}") from None
+    return _positive_int(codebooks, f"{name} num_codebooks"), _positive_int(size, f"{name} codebook size")
