@@ -1,0 +1,137 @@
+"""Kaldi-compatible log-mel filterbank ("fbank") in plain torch.
+
+Matches Kaldi's `compute-fbank-feats` / kaldi-native-fbank with use_energy=false: per frame,
+DC removal, pre-emphasis (first sample against itself), povey window, zero-padded FFT,
+power spectrum, triangular HTK-mel filters (1127 ln(1 + f/700)), natural log floored at
+FLT_EPSILON. `snip_edges=True` keeps only whole frames; False centres frames on the hop
+grid with mirrored edges (Kaldi's convention). Dither defaults to 0 so features are a
+deterministic function of the samples. Samples are scaled by `waveform_scale` (32768: the
+int16 scale Kaldi recipes use) before analysis, which only moves the log floor.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .frontend import FrameFrontend, next_pow2
+
+FLT_EPSILON = 1.1920928955078125e-07
+WINDOWS = ("povey", "hann", "hamming", "rectangular", "blackman")
+
+
+def kaldi_mel(freq):
+    return 1127.0 * torch.log1p(torch.as_tensor(freq, dtype=torch.float64) / 700.0)
+
+
+def kaldi_mel_banks(num_bins: int, n_fft: int, sample_rate: float, low_freq: float, high_freq: float) -> torch.Tensor:
+    """(n_fft // 2 + 1, num_bins) triangular weights, equal in mel, as Kaldi's MelBanks (no VTLN).
+
+    Kaldi leaves the Nyquist bin out of every filter; its row is zero here.
+    """
+    nyquist = 0.5 * sample_rate
+    high = high_freq if high_freq > 0 else nyquist + high_freq
+    if not 0 <= low_freq < high <= nyquist:
+        raise ValueError(f"fbank: need 0 <= low_freq < high_freq <= {nyquist}, got low_freq={low_freq}, "
+                         f"high_freq={high_freq}")
+    mel_low, mel_high = kaldi_mel(low_freq), kaldi_mel(high)
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    edges = mel_low + delta * torch.arange(num_bins + 2, dtype=torch.float64)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    mel = kaldi_mel(torch.arange(n_fft // 2, dtype=torch.float64) * (sample_rate / n_fft))[None, :]
+    up = (mel - left) / (center - left)
+    down = (right - mel) / (right - center)
+    weights = torch.where((mel > left) & (mel < right), torch.where(mel <= center, up, down), 0.0)
+    return torch.cat([weights, weights.new_zeros(num_bins, 1)], dim=1).T.contiguous()
+
+
+def kaldi_window(kind: str, length: int, blackman_coeff: float = 0.42) -> torch.Tensor:
+    """Kaldi's analysis windows (symmetric, over length - 1)."""
+    n = torch.arange(length, dtype=torch.float64)
+    a = 2 * math.pi / (length - 1)
+    if kind == "povey":
+        return (0.5 - 0.5 * torch.cos(a * n)).pow(0.85)
+    if kind == "hann":
+        return 0.5 - 0.5 * torch.cos(a * n)
+    if kind == "hamming":
+        return 0.54 - 0.46 * torch.cos(a * n)
+    if kind == "rectangular":
+        return torch.ones(length, dtype=torch.float64)
+    if kind == "blackman":
+        return blackman_coeff - 0.5 * torch.cos(a * n) + (0.5 - blackman_coeff) * torch.cos(2 * a * n)
+    raise ValueError(f"fbank: window_type must be one of {WINDOWS}, got {kind!r}")
+
+
+class KaldiFbank(FrameFrontend):
+    """Kaldi fbank features, (frames, num_mel_bins) float32 per clip; see the module docstring."""
+
+    name = "kaldi"
+
+    def __init__(self, *, sample_rate: int = 16000, num_mel_bins: int = 80, frame_length_ms: float = 25.0,
+                 frame_shift_ms: float = 10.0, preemph_coeff: float = 0.97, remove_dc_offset: bool = True,
+                 window_type: str = "povey", low_freq: float = 20.0, high_freq: float = 0.0,
+                 snip_edges: bool = True, dither: float = 0.0, log_floor: float = FLT_EPSILON,
+                 waveform_scale: float = 32768.0, round_to_power_of_two: bool = True):
+        if dither != 0.0:
+            raise ValueError("fbank: dither must be 0 (tokens must be a deterministic function of the audio)")
+        if num_mel_bins < 1:
+            raise ValueError(f"fbank: num_mel_bins must be >= 1, got {num_mel_bins}")
+        self.sample_rate = int(sample_rate)
+        self.num_mel_bins = int(num_mel_bins)
+        self.frame_length_ms, self.frame_shift_ms = float(frame_length_ms), float(frame_shift_ms)
+        self.frame_length = int(sample_rate * frame_length_ms / 1000)
+        self.frame_shift = int(sample_rate * frame_shift_ms / 1000)
+        if self.frame_length < 2 or self.frame_shift < 1:
+            raise ValueError(f"fbank: frame_length_ms={frame_length_ms} / frame_shift_ms={frame_shift_ms} too small")
+        self.preemph_coeff, self.remove_dc_offset = float(preemph_coeff), bool(remove_dc_offset)
+        self.window_type, self.low_freq, self.high_freq = window_type, float(low_freq), float(high_freq)
+        self.snip_edges, self.dither = bool(snip_edges), float(dither)
+        self.log_floor, self.waveform_scale = float(log_floor), float(waveform_scale)
+        self.round_to_power_of_two = bool(round_to_power_of_two)
+        self.n_fft = next_pow2(self.frame_length) if round_to_power_of_two else self.frame_length
+        if not snip_edges:
+            self.pad_mode = "symmetric"
+            self.left_pad = (self.frame_length - self.frame_shift) // 2
+        window = kaldi_window(window_type, self.frame_length)
+        self.window = window.to(torch.float32)
+        self.window_spectrum = torch.fft.rfft(window, n=self.n_fft).to(torch.complex64)  # for DC removal
+        self.mel_banks = kaldi_mel_banks(self.num_mel_bins, self.n_fft, sample_rate, low_freq, high_freq).to(
+            torch.float32)
+
+    def num_frames(self, num_samples: int) -> int:
+        if self.snip_edges:
+            return 0 if num_samples < self.frame_length else 1 + (num_samples - self.frame_length) // self.frame_shift
+        return (num_samples + self.frame_shift // 2) // self.frame_shift
+
+    def max_pad(self) -> int:
+        return 0 if self.snip_edges else self.frame_length
+
+    def frame_inputs(self, segment: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-emphasised, scaled frames and each frame's raw mean (for DC removal in the FFT domain)."""
+        raw = segment.unfold(0, self.frame_length, self.frame_shift)[:count]
+        scale, k = self.waveform_scale, self.preemph_coeff
+        mean = raw.mean(dim=1) * scale if self.remove_dc_offset else raw.new_zeros(count)
+        if k == 0.0:
+            return raw * scale, mean
+        emphasised = torch.empty_like(segment)
+        emphasised[1:] = segment[1:] * scale - segment[:-1] * (k * scale)
+        frames = emphasised.unfold(0, self.frame_length, self.frame_shift)[:count].contiguous()
+        frames[:, 0] = raw[:, 0] * ((1.0 - k) * scale)  # Kaldi: first sample against itself
+        return frames, mean
+
+    def features(self, frames: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft)
+        if self.remove_dc_offset:
+            # (x - m) pre-emphasised is emph(x) - (1 - k) m on every sample; remove it after the FFT
+            spectrum -= ((1.0 - self.preemph_coeff) * mean)[:, None] * self.window_spectrum
+        power = torch.view_as_real(spectrum).square_().sum(-1)
+        return (power @ self.mel_banks).clamp_min_(self.log_floor).log_()
+
+    def config(self) -> dict:
+        return {"name": self.name, "sample_rate": self.sample_rate, "num_mel_bins": self.num_mel_bins,
+                "frame_length_ms": self.frame_length_ms, "frame_shift_ms": self.frame_shift_ms,
+                "preemph_coeff": self.preemph_coeff, "remove_dc_offset": self.remove_dc_offset,
+                "window_type": self.window_type, "low_freq": self.low_freq, "high_freq": self.high_freq,
+                "snip_edges": self.snip_edges, "dither": self.dither, "log_floor": self.log_floor,
+                "waveform_scale": self.waveform_scale, "round_to_power_of_two": self.round_to_power_of_two,
+                "mel_scale": "htk (1127 ln(1 + f/700))", "log": "natural"}

@@ -1,0 +1,165 @@
+"""What every log-mel frontend shares: framing with edge padding, and fixed-size frame blocks.
+
+A frontend is a per-frame transform (`frame_inputs` prepares one frame's samples, `features`
+turns a block of prepared frames into log-mel rows) plus a framing rule (window, hop, edge
+padding, frame count). Frames are always transformed in blocks of exactly `BLOCK_FRAMES` rows
+(the last one zero-padded): BLAS and FFT round a row differently when the number of rows
+changes (matrix-vector paths for tiny inputs), so a fixed block shape is what makes one-shot,
+batched and streamed features bit-identical. It also bounds the working memory.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+BLOCK_FRAMES = 1024  # 10.24 s of 10 ms frames; a multiple of every supported stack size
+
+
+class FrameFrontend:
+    """Base class: subclasses set the constants below and implement `frame_inputs` / `features`."""
+
+    name = "base"
+    sample_rate: int = 16000
+    frame_length: int  # samples per analysis window
+    frame_shift: int  # hop in samples
+    num_mel_bins: int
+    left_pad: int = 0  # samples mirrored in front of the signal (centred frames)
+    pad_mode: str = "none"  # "reflect" (edge sample not repeated), "symmetric" (repeated) or "none"
+
+    # ---- framing -----------------------------------------------------------------------------
+    def num_frames(self, num_samples: int) -> int:
+        raise NotImplementedError
+
+    def min_samples(self) -> int:
+        """Shortest clip that yields one frame (and, for reflect padding, can be mirrored)."""
+        n = 1
+        while self.num_frames(n) < 1 or (self.pad_mode == "reflect" and n <= self.max_pad()):
+            n += 1
+        return n
+
+    def max_pad(self) -> int:
+        """Samples that may be mirrored at either edge (the tail a stream must keep until the end)."""
+        return self.left_pad if self.pad_mode != "none" else 0
+
+    def right_pad(self, num_samples: int) -> int:
+        """Samples needed after the signal so that its last frame is complete."""
+        frames = self.num_frames(num_samples)
+        needed = (frames - 1) * self.frame_shift + self.frame_length - self.left_pad
+        return max(0, needed - num_samples)
+
+    def mirror(self, edge: torch.Tensor, count: int, side: str) -> torch.Tensor:
+        """`count` mirrored samples for the left or right edge, from that edge's samples."""
+        if count == 0:
+            return edge[:0]
+        skip = 1 if self.pad_mode == "reflect" else 0
+        if side == "left":
+            return edge[skip: skip + count].flip(0)
+        return edge[len(edge) - skip - count: len(edge) - skip].flip(0)
+
+    def padded(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The whole clip with its edge padding, ready for snip-edges framing."""
+        n = waveform.shape[-1]
+        right = self.right_pad(n)
+        if self.pad_mode == "none":
+            return waveform if right == 0 else torch.cat([waveform, waveform.new_zeros(right)])
+        return torch.cat([self.mirror(waveform, self.left_pad, "left"), waveform,
+                          self.mirror(waveform, right, "right")])
+
+    # ---- per-frame transform ------------------------------------------------------------------
+    def frame_inputs(self, segment: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` frames starting at segment[0] (hop `frame_shift`) -> (frames (count, L), aux (count,)).
+
+        Row-local: a frame's row depends only on that frame's own samples.
+        """
+        raise NotImplementedError
+
+    def features(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """A block of prepared frames (BLOCK_FRAMES, L) -> log-mel rows (BLOCK_FRAMES, num_mel_bins)."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+    # ---- whole clips ----------------------------------------------------------------------------
+    def check_length(self, num_samples: int, name: str = "waveform") -> None:
+        if num_samples < self.min_samples():
+            raise ValueError(f"{name}: audio is too short: {num_samples} samples "
+                             f"({num_samples / self.sample_rate * 1000:.1f} ms); the {self.name} frontend "
+                             f"needs at least {self.min_samples()} samples at {self.sample_rate} Hz")
+
+    def block_features(self, pieces: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Prepared frame pieces (together at most BLOCK_FRAMES rows) -> features of exactly those rows."""
+        frames = torch.cat([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0]
+        aux = torch.cat([p[1] for p in pieces]) if len(pieces) > 1 else pieces[0][1]
+        rows = frames.shape[0]
+        if rows < BLOCK_FRAMES:
+            frames = torch.cat([frames, frames.new_zeros(BLOCK_FRAMES - rows, frames.shape[1])])
+            aux = torch.cat([aux, aux.new_zeros(BLOCK_FRAMES - rows)])
+        return self.features(frames, aux)[:rows]
+
+    def segment_for(self, padded: torch.Tensor, first: int, count: int) -> torch.Tensor:
+        start = first * self.frame_shift
+        return padded[start: start + (count - 1) * self.frame_shift + self.frame_length]
+
+    def __call__(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(samples,) -> ((frames, mels), frames); (batch, samples) + lengths -> padded (B, F, mels), (B,)."""
+        if waveform.ndim == 1:
+            feats = self.clip_features([waveform])[0]
+            return feats, torch.tensor(feats.shape[0])
+        if lengths is None:
+            lengths = torch.full((waveform.shape[0],), waveform.shape[1])
+        clips = [waveform[i, : int(n)] for i, n in enumerate(lengths)]
+        feats = self.clip_features(clips)
+        counts = torch.tensor([f.shape[0] for f in feats])
+        out = feats[0].new_zeros(len(feats), int(counts.max()), self.num_mel_bins)
+        for i, f in enumerate(feats):
+            out[i, : f.shape[0]] = f
+        return out, counts
+
+    def clip_features(self, clips: list[torch.Tensor], names: list[str] | None = None) -> list[torch.Tensor]:
+        """Features of each clip, with frames of all clips packed into shared fixed-size blocks."""
+        names = names or [f"waveform[{i}]" for i in range(len(clips))]
+        jobs = []  # (clip index, padded signal, first frame, count) pieces, in order
+        counts = []
+        for i, clip in enumerate(clips):
+            clip = clip.to(torch.float32)
+            self.check_length(clip.shape[-1], names[i])
+            total = self.num_frames(clip.shape[-1])
+            counts.append(total)
+            padded = self.padded(clip)
+            jobs.append((i, padded, total))
+        results: list[list[torch.Tensor]] = [[] for _ in clips]
+        pending: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = []
+        room = BLOCK_FRAMES
+
+        def flush():
+            nonlocal pending, room
+            if pending:
+                out = self.block_features([p for _, p in pending])
+                row = 0
+                for clip_index, piece in pending:
+                    results[clip_index].append(out[row: row + piece[0].shape[0]])
+                    row += piece[0].shape[0]
+            pending, room = [], BLOCK_FRAMES
+
+        for i, padded, total in jobs:
+            first = 0
+            while first < total:
+                count = min(room, total - first)
+                pending.append((i, self.frame_inputs(self.segment_for(padded, first, count), count)))
+                first += count
+                room -= count
+                if room == 0:
+                    flush()
+        flush()
+        return [torch.cat(r) if len(r) > 1 else r[0] for r in results]
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << math.ceil(math.log2(n))
