@@ -34,9 +34,9 @@ class FrameFrontend:
     def min_samples(self) -> int:
         """Shortest clip that yields one frame (and, for reflect padding, can be mirrored)."""
         n = 1
-        while self.num_frames(n) < 1 or (self.pad_mode == "reflect" and n <= self.max_pad()):
+        while self.num_frames(n) < 1:
             n += 1
-        return n
+        return max(n, self.max_pad() + 1) if self.pad_mode != "none" else n
 
     def max_pad(self) -> int:
         """Samples that may be mirrored at either edge (the tail a stream must keep until the end)."""

@@ -1,0 +1,151 @@
+"""Chunked audio -> log-mel blocks -> tokens with bounded memory, equal to encoding the whole clip at once.
+
+`FeatureStream` turns pushed samples into the same fixed, clip-aligned frame blocks that the
+one-shot path computes (frames 0-1023, 1024-2047, ... of the clip), mirroring the clip's edges
+exactly as the one-shot path does once the end is known. The blocks are therefore
+bit-identical, whatever the chunk sizes. `AudioTokenStream` normalises them with statistics
+fixed in advance (a first pass over the same audio, or supplied by the user), stacks and
+quantizes them: with the same statistics, its tokens equal `AudioTokenizer.encode` of the
+whole clip.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+
+from .features import FeatureStats, stack_frames
+from .frontend import BLOCK_FRAMES, FrameFrontend
+from .io import SAMPLE_RATE, to_float
+from .resample import StreamingResampler
+
+
+class FeatureStream:
+    """Push mono float32 samples, get (frames, mels) feature blocks; `finish()` returns the tail."""
+
+    def __init__(self, frontend: FrameFrontend, name: str = "stream"):
+        self.frontend, self.name = frontend, name
+        self.num_samples = 0  # raw samples received
+        self.next_frame = 0
+        self._head: list[torch.Tensor] = []  # raw samples held until the left edge can be mirrored
+        self._buffer: torch.Tensor | None = None  # padded signal from sample self._buffer_start on
+        self._buffer_start = 0
+        self._keep = frontend.max_pad() + 1  # raw tail kept for mirroring the right edge
+        self._tail = torch.zeros(0)
+        self.finished = False
+
+    def push(self, samples: torch.Tensor) -> list[torch.Tensor]:
+        if self.finished:
+            raise ValueError(f"{self.name}: push() after finish()")
+        samples = samples.reshape(-1).to(torch.float32)
+        if samples.numel() == 0:
+            return []
+        self.num_samples += samples.numel()
+        if self._keep > 1:
+            self._tail = torch.cat([self._tail, samples])[-self._keep:]
+        if self._buffer is None:
+            self._head.append(samples)
+            if self.num_samples < self._keep:
+                return []
+            head = torch.cat(self._head)
+            self._head = []
+            left = self.frontend.mirror(head, self.frontend.left_pad, "left") if self.frontend.pad_mode != "none" \
+                else head[:0]
+            self._buffer = torch.cat([left, head])
+        else:
+            self._buffer = torch.cat([self._buffer, samples])
+        return self._emit(final=False)
+
+    def finish(self) -> list[torch.Tensor]:
+        """Pad the right edge now that the length is known and return the remaining blocks."""
+        if self.finished:
+            return []
+        self.frontend.check_length(self.num_samples, self.name)
+        if self._buffer is None:  # shorter than the mirror length: pad the whole clip at once
+            self._buffer = self.frontend.padded(torch.cat(self._head))
+            self._head = []
+        else:
+            right = self.frontend.right_pad(self.num_samples)
+            pad = self._tail.new_zeros(right) if self.frontend.pad_mode == "none" else \
+                self.frontend.mirror(self._tail, right, "right")
+            self._buffer = torch.cat([self._buffer, pad])
+        self.finished = True
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> list[torch.Tensor]:
+        f, blocks = self.frontend, []
+        available = len(self._buffer) + self._buffer_start  # padded samples known so far
+        total = f.num_frames(self.num_samples) if final else None
+        while True:
+            if final:
+                count = min(BLOCK_FRAMES, total - self.next_frame)
+                if count <= 0:
+                    break
+            else:
+                count = BLOCK_FRAMES
+                if (self.next_frame + count - 1) * f.frame_shift + f.frame_length > available:
+                    break
+            start = self.next_frame * f.frame_shift - self._buffer_start
+            segment = self._buffer[start: start + (count - 1) * f.frame_shift + f.frame_length]
+            blocks.append(f.block_features([f.frame_inputs(segment, count)]))
+            self.next_frame += count
+        drop = self.next_frame * f.frame_shift - self._buffer_start
+        if drop > 0:
+            self._buffer = self._buffer[drop:].clone()
+            self._buffer_start += drop
+        return blocks
+
+
+def mono_chunks(chunks: Iterable, name: str) -> Iterator[torch.Tensor]:
+    """Each chunk (samples,) or (channels, samples), any PCM dtype -> mono float32, checked for NaN."""
+    for i, chunk in enumerate(chunks):
+        chunk = torch.as_tensor(chunk)
+        if chunk.ndim not in (1, 2):
+            raise ValueError(f"{name}: chunk {i} must be (samples,) or (channels, samples), got {tuple(chunk.shape)}")
+        chunk = to_float(chunk, name)
+        if chunk.ndim == 2:
+            chunk = chunk.mean(dim=0)
+        if not torch.isfinite(chunk).all():
+            raise ValueError(f"{name}: chunk {i} contains NaN or infinite samples")
+        yield chunk
+
+
+def resampled(chunks: Iterable[torch.Tensor], sample_rate: float) -> Iterator[torch.Tensor]:
+    """Mono chunks at sample_rate -> chunks at 16 kHz (soxr's streaming resampler)."""
+    if sample_rate == SAMPLE_RATE:
+        yield from chunks
+        return
+    resampler = StreamingResampler(sample_rate, SAMPLE_RATE)
+    for chunk in chunks:
+        yield resampler.process(chunk)
+    yield resampler.flush()
+
+
+def stream_stats(frontend: FrameFrontend, chunks: Iterable[torch.Tensor], name: str) -> FeatureStats:
+    """First pass: the clip's exact per-channel statistics, without holding its features."""
+    stats, stream = FeatureStats(frontend.num_mel_bins), FeatureStream(frontend, name)
+    for chunk in chunks:
+        for block in stream.push(chunk):
+            stats.update(block)
+    for block in stream.finish():
+        stats.update(block)
+    return stats
+
+
+class AudioTokenStream:
+    """Push 16 kHz mono chunks, get (num_codebooks, t) tokens; the concatenation equals one-shot encoding."""
+
+    def __init__(self, tokenizer, stats: FeatureStats, name: str = "stream"):
+        self.tokenizer, self.stats = tokenizer, stats
+        self.features = FeatureStream(tokenizer.frontend, name)
+
+    def _tokens(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        stack = self.tokenizer.stack
+        stacked = [stack_frames(self.stats.normalize(b), stack) for b in blocks]
+        return self.tokenizer.quantize_stacked(stacked)
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        return self._tokens(self.features.push(samples))
+
+    def finish(self) -> torch.Tensor:
+        return self._tokens(self.features.finish())

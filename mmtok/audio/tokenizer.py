@@ -1,0 +1,243 @@
+"""`AudioTokenizer`: BEST-RQ tokens for 16 kHz speech, 25 per second per codebook, exactly reproducible.
+
+The recipe of Chiu et al. (2022) as NeMo and SpeechBrain configure it: 80-dim log-mel (25 ms
+window, 10 ms hop) -> per-utterance mean/variance normalisation of every mel channel -> 4
+consecutive frames stacked (320-dim, 40 ms) -> `mmtok.RandomProjectionQuantizer` (seeded
+projection to 16 dims, nearest of 8192 unit codes by cosine). The seed, the frontend constants
+and the frozen tables are all saved by `save_pretrained`, so a dataset's tokens can be reproduced.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Callable, Iterable, Iterator
+
+import soundfile
+import torch
+
+from ..quantize import RandomProjectionQuantizer
+from .fbank import KaldiFbank
+from .features import FeatureStats, stack_frames
+from .frontend import BLOCK_FRAMES, FrameFrontend
+from .io import SAMPLE_RATE, _existing, _open_error, load_audio, prepare_waveform
+from .streaming import AudioTokenStream, mono_chunks, resampled, stream_stats
+from .whisper_mel import WhisperLogMel
+
+FRONTENDS = {"kaldi": KaldiFbank, "whisper": WhisperLogMel}
+CONFIG_FILE, TABLES_FILE = "config.json", "model.safetensors"
+PAD_ID = -1
+
+
+def build_frontend(name: str, options: dict | None = None) -> FrameFrontend:
+    if name not in FRONTENDS:
+        raise ValueError(f"frontend must be one of {sorted(FRONTENDS)}, got {name!r}")
+    options = {k: v for k, v in (options or {}).items() if k not in ("name", "mel_scale", "log", "window",
+                                                                     "center", "pad_mode", "mel_norm")}
+    if name == "whisper" and "n_fft" not in options:
+        options = {("n_fft" if k == "frame_length" else k): v for k, v in options.items()}
+    return FRONTENDS[name](**options)
+
+
+class AudioTokenizer:
+    """BEST-RQ audio tokenizer. `encode(waveform, sample_rate)` -> LongTensor (num_codebooks, T)."""
+
+    def __init__(self, seed: int = 0, num_codebooks: int = 1, num_codes: int = 8192, code_dim: int = 16,
+                 stack: int = 4, frontend: str = "kaldi", *, frontend_options: dict | None = None,
+                 stats: FeatureStats | None = None):
+        if not isinstance(stack, int) or stack < 1 or BLOCK_FRAMES % stack:
+            raise ValueError(f"stack must be a positive int dividing {BLOCK_FRAMES}, got {stack!r}")
+        self.frontend = build_frontend(frontend, frontend_options)
+        if self.frontend.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"frontend sample_rate must be {SAMPLE_RATE}, got {self.frontend.sample_rate}")
+        self.frontend_name, self.stack, self.seed = frontend, stack, int(seed)
+        self.quantizer = RandomProjectionQuantizer(self.frontend.num_mel_bins * stack, code_dim=code_dim,
+                                                   num_codes=num_codes, num_codebooks=num_codebooks, seed=seed)
+        self.stats = stats  # fixed (e.g. corpus) statistics; None = per-utterance
+
+    # ---- properties ---------------------------------------------------------------------------
+    num_codes = property(lambda self: self.quantizer.num_codes)
+    num_codebooks = property(lambda self: self.quantizer.num_codebooks)
+    code_dim = property(lambda self: self.quantizer.code_dim)
+    sample_rate = property(lambda self: SAMPLE_RATE)
+    frame_rate = property(lambda self: SAMPLE_RATE / self.frontend.frame_shift)
+    tokens_per_second = property(lambda self: self.frame_rate / self.stack)
+    pad_id = PAD_ID
+
+    @property
+    def config(self) -> dict:
+        return {
+            "tokenizer": "best-rq", "format_version": 1, "seed": self.seed, "num_codebooks": self.num_codebooks,
+            "num_codes": self.num_codes, "code_dim": self.code_dim, "stack": self.stack,
+            "sample_rate": SAMPLE_RATE, "frame_rate": self.frame_rate, "tokens_per_second": self.tokens_per_second,
+            "frontend": self.frontend_name, "frontend_options": self.frontend.config(),
+            "normalization": {"per": "mel channel", "over": "valid frames of the utterance" if self.stats is None
+                              else "supplied statistics", "std": "unbiased", "std_epsilon": 1e-5,
+                              "stats": None if self.stats is None else self.stats.to_dict()},
+            "quantizer": {"projection": "xavier-uniform, no bias", "codebook": "standard normal, unit rows",
+                          "metric": "cosine", "tables": TABLES_FILE},
+            "pad_id": PAD_ID, "resampler": "soxr HQ",
+        }
+
+    def __repr__(self) -> str:
+        return (f"AudioTokenizer(seed={self.seed}, num_codebooks={self.num_codebooks}, num_codes={self.num_codes}, "
+                f"code_dim={self.code_dim}, stack={self.stack}, frontend={self.frontend_name!r})")
+
+    # ---- the recipe ---------------------------------------------------------------------------
+    def quantize_stacked(self, stacked: list[torch.Tensor]) -> torch.Tensor:
+        """Stacked, normalised frames (rows, stack * mels) -> (num_codebooks, total rows), in fixed row blocks."""
+        block = BLOCK_FRAMES // self.stack
+        rows = sum(s.shape[0] for s in stacked)
+        if rows == 0:
+            return torch.zeros(self.num_codebooks, 0, dtype=torch.int64)
+        x = torch.cat(stacked) if len(stacked) > 1 else stacked[0]
+        out = []
+        for start in range(0, rows, block):
+            part = x[start: start + block]
+            if part.shape[0] < block:  # fixed shape: BLAS rounds tiny matrices differently
+                part = torch.cat([part, part.new_zeros(block - part.shape[0], part.shape[1])])
+            out.append(self.quantizer(part)[: rows - start])
+        return torch.cat(out).T.contiguous()
+
+    def _stats_for(self, features: torch.Tensor, stats) -> FeatureStats:
+        stats = stats if stats is not None else self.stats
+        if stats is None:
+            return FeatureStats.from_features(features)
+        if isinstance(stats, dict):
+            stats = FeatureStats.from_dict(stats)
+        if not isinstance(stats, FeatureStats):
+            raise ValueError(f"stats must be None, a FeatureStats or a {{'mean', 'std'}} dict, got {type(stats).__name__}")
+        return stats
+
+    @torch.no_grad()
+    def log_mel(self, waveform, sample_rate: int) -> torch.Tensor:
+        """The frontend's log-mel features (frames, mels) of one clip, before normalisation."""
+        wav = prepare_waveform(waveform, sample_rate, SAMPLE_RATE)
+        return self.frontend.clip_features([wav])[0]
+
+    @torch.no_grad()
+    def encode(self, waveform, sample_rate: int, *, stats: FeatureStats | None = None,
+               name: str = "waveform") -> torch.Tensor:
+        """One clip (samples,) or (channels, samples) at any rate -> LongTensor (num_codebooks, T).
+
+        T = (number of 10 ms frames) // stack; `stats` overrides per-utterance normalisation.
+        """
+        wav = prepare_waveform(waveform, sample_rate, SAMPLE_RATE, name=name)
+        features = self.frontend.clip_features([wav], [name])[0]
+        normalized = self._stats_for(features, stats).normalize(features)
+        return self.quantize_stacked([stack_frames(normalized, self.stack)])
+
+    @torch.no_grad()
+    def encode_batch(self, waveforms, sample_rate: int, *, lengths=None, stats: FeatureStats | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips -> (LongTensor (B, num_codebooks, T_max) padded with -1, token lengths (B,)).
+
+        `waveforms`: a list of clips, or a padded (B, samples) tensor with `lengths` in samples.
+        Each clip is normalised over its own frames: the result equals `encode` clip by clip.
+        """
+        if isinstance(waveforms, torch.Tensor) and waveforms.ndim == 2 and lengths is not None:
+            waveforms = [waveforms[i, : int(n)] for i, n in enumerate(lengths)]
+        if len(waveforms) == 0:
+            raise ValueError("encode_batch: waveforms is empty")
+        names = [f"waveforms[{i}]" for i in range(len(waveforms))]
+        clips = [prepare_waveform(w, sample_rate, SAMPLE_RATE, name=n) for w, n in zip(waveforms, names)]
+        features = self.frontend.clip_features(clips, names)
+        stacked = [stack_frames(self._stats_for(f, stats).normalize(f), self.stack) for f in features]
+        tokens = self.quantize_stacked(stacked)
+        counts = torch.tensor([s.shape[0] for s in stacked], dtype=torch.int64)
+        out = torch.full((len(clips), self.num_codebooks, int(counts.max())), PAD_ID, dtype=torch.int64)
+        for i, part in enumerate(tokens.split(counts.tolist(), dim=1)):
+            out[i, :, : part.shape[1]] = part
+        return out, counts
+
+    # ---- long audio ---------------------------------------------------------------------------
+    def stream(self, chunks, sample_rate: int = SAMPLE_RATE, *, stats: FeatureStats | None = None,
+               name: str = "stream") -> Iterator[torch.Tensor]:
+        """Tokens (num_codebooks, t) per pushed chunk, with bounded memory; together equal to `encode`.
+
+        Statistics: `stats` (or the tokenizer's own) if given, in one pass. Otherwise the exact
+        per-utterance statistics from a first pass, which needs `chunks` to be re-iterable (a list,
+        or a callable returning a fresh iterator); the tokens then equal `encode` of the whole clip.
+        """
+        source = _replayable(chunks, name) if stats is None and self.stats is None else None
+        if source is not None:
+            stats = stream_stats(self.frontend, resampled(mono_chunks(source(), name), sample_rate), name)
+            chunks = source()
+        stats = self._stats_for(torch.zeros(0, self.frontend.num_mel_bins), stats) if stats or self.stats else stats
+        tokens = AudioTokenStream(self, stats, name)
+        with torch.no_grad():
+            for chunk in resampled(mono_chunks(chunks, name), sample_rate):
+                yield tokens.push(chunk)
+            yield tokens.finish()
+
+    @torch.no_grad()
+    def encode_file(self, path, chunk_seconds: float | None = None, *, stats: FeatureStats | None = None
+                    ) -> torch.Tensor:
+        """An audio file -> LongTensor (num_codebooks, T). With chunk_seconds, the file is read and tokenized
+        in chunks (two passes unless `stats` is given): memory stays flat and the tokens equal one-shot."""
+        if chunk_seconds is None:
+            return self.encode(load_audio(path), SAMPLE_RATE, stats=stats, name=str(path))
+        if not chunk_seconds > 0:
+            raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
+        path = _existing(path)
+        try:
+            info = soundfile.info(str(path))
+        except (RuntimeError, soundfile.LibsndfileError, TypeError) as exc:
+            raise _open_error(path, exc) from None
+        if info.frames == 0:
+            raise ValueError(f"{path}: audio file is empty (0 samples)")
+        blocksize = max(1, int(chunk_seconds * info.samplerate))
+
+        def read_chunks():
+            with soundfile.SoundFile(str(path)) as f:
+                for block in f.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+                    yield torch.from_numpy(block.T.copy())
+
+        parts = list(self.stream(read_chunks, info.samplerate, stats=stats, name=str(path)))
+        return torch.cat(parts, dim=1)
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, directory) -> None:
+        from safetensors.torch import save_file
+
+        directory = pathlib.Path(os.fspath(directory))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2))
+        save_file({"projection": self.quantizer.projection.contiguous(),
+                   "codebook": self.quantizer.codebook.contiguous()}, str(directory / TABLES_FILE))
+
+    @classmethod
+    def from_pretrained(cls, directory) -> "AudioTokenizer":
+        from safetensors.torch import load_file
+
+        directory = pathlib.Path(os.fspath(directory))
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}")
+        config = json.loads(config_path.read_text())
+        if config.get("tokenizer") != "best-rq":
+            raise ValueError(f"{config_path}: not an AudioTokenizer config (tokenizer={config.get('tokenizer')!r})")
+        stats = config.get("normalization", {}).get("stats")
+        tok = cls(seed=config["seed"], num_codebooks=config["num_codebooks"], num_codes=config["num_codes"],
+                  code_dim=config["code_dim"], stack=config["stack"], frontend=config["frontend"],
+                  frontend_options=config["frontend_options"],
+                  stats=FeatureStats.from_dict(stats) if stats else None)
+        tables = directory / TABLES_FILE
+        if tables.is_file():  # the saved tables win: tokens stay reproducible even if torch's RNG changes
+            state = load_file(str(tables))
+            for key in ("projection", "codebook"):
+                if state[key].shape != getattr(tok.quantizer, key).shape:
+                    raise ValueError(f"{tables}: {key} has shape {tuple(state[key].shape)}, config implies "
+                                     f"{tuple(getattr(tok.quantizer, key).shape)}")
+                getattr(tok.quantizer, key).copy_(state[key])
+        return tok
+
+
+def _replayable(chunks, name: str) -> Callable[[], Iterable] | None:
+    """A zero-argument callable giving a fresh iterator over the chunks, or an error for one-shot iterators."""
+    if callable(chunks):
+        return chunks
+    if isinstance(chunks, (torch.Tensor,)) or iter(chunks) is chunks:
+        raise ValueError(f"{name}: per-utterance statistics need two passes over the audio: pass a list of chunks "
+                         f"or a callable returning a fresh iterator, or give stats= (FeatureStats.from_mean_std)")
+    return lambda: chunks
