@@ -8,4 +8,6 @@
 #define MMTOK_WIDTH 4
 #define MMTOK_ROWS 2
 #define MMTOK_CODES 3
+#define MMTOK_ROWS_LARGE_D 2
+#define MMTOK_CODES_LARGE_D 3
 #include "nearest_code_panel.inc"
