@@ -134,6 +134,8 @@ class VectorQuantizer(nn.Module):
         rows, lead, axis = self._rows(z, channel_dim)
         h = self._lookup_space(rows)
         updating = self.training and not torch.compiler.is_compiling()
+        if updating:
+            self._sync_ranks_once()  # before the lookup: every rank must look up in rank 0's codebook
         if updating and self.kmeans_init and not bool(self.initialized):
             self._initialize(h.detach())
         codes = self.codes(h.dtype)
@@ -195,13 +197,18 @@ class VectorQuantizer(nn.Module):
 
     # ------------------------------------------------------------------------------ state changes
     @torch.no_grad()
-    def _sync_ranks_once(self) -> None:
-        if not self._needs_rank_sync:
-            return
+    def broadcast_state(self, src: int = 0) -> None:
+        """Copy rank `src`'s codebook and running statistics to every rank (no-op without a process group).
+        Eager training does this once before its first step; with a compiled forward call it before training
+        (or seed every rank identically). Every rank must call it."""
         self._needs_rank_sync = False
         if distributed.is_distributed():
             for tensor in (self.codebook, *self.buffers()):
-                distributed.broadcast_(tensor.data, src=0)
+                distributed.broadcast_(tensor.data, src=src)
+
+    def _sync_ranks_once(self) -> None:
+        if self._needs_rank_sync:
+            self.broadcast_state(0)
 
     @torch.no_grad()
     def _initialize(self, h: torch.Tensor) -> None:
