@@ -94,7 +94,9 @@ class KaldiFbank(FrameFrontend):
             self.left_pad = (self.frame_length - self.frame_shift) // 2
         window = kaldi_window(window_type, self.frame_length)
         self.window = window.to(torch.float32)
-        self.window_spectrum = torch.fft.rfft(window, n=self.n_fft).to(torch.complex64)  # for DC removal
+        self._scaled_window = (window * self.waveform_scale).to(torch.float32)  # scaling folded into the window
+        self.fft_size = self.n_fft
+        self._window_parts = torch.view_as_real(torch.fft.rfft(window, n=self.n_fft)).reshape(-1).to(torch.float32)
         self.mel_banks = kaldi_mel_banks(self.num_mel_bins, self.n_fft, sample_rate, low_freq, high_freq).to(
             torch.float32)
 
@@ -106,25 +108,37 @@ class KaldiFbank(FrameFrontend):
     def max_pad(self) -> int:
         return 0 if self.snip_edges else self.frame_length
 
-    def frame_inputs(self, segment: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-emphasised, scaled frames and each frame's raw mean (for DC removal in the FFT domain)."""
-        raw = segment.unfold(0, self.frame_length, self.frame_shift)[:count]
-        scale, k = self.waveform_scale, self.preemph_coeff
-        mean = raw.mean(dim=1) * scale if self.remove_dc_offset else raw.new_zeros(count)
-        if k == 0.0:
-            return raw * scale, mean
-        emphasised = torch.empty_like(segment)
-        emphasised[1:] = segment[1:] * scale - segment[:-1] * (k * scale)
-        frames = emphasised.unfold(0, self.frame_length, self.frame_shift)[:count].contiguous()
-        frames[:, 0] = raw[:, 0] * ((1.0 - k) * scale)  # Kaldi: first sample against itself
-        return frames, mean
-
-    def features(self, frames: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft)
+    def frame_inputs(self, segment: torch.Tensor, count: int, out: torch.Tensor, aux: torch.Tensor) -> None:
+        """Scaled, pre-emphasised, windowed frames into out[:, :L]; each raw frame's sum into aux (for DC removal)."""
+        length, shift, k = self.frame_length, self.frame_shift, self.preemph_coeff
         if self.remove_dc_offset:
-            # (x - m) pre-emphasised is emph(x) - (1 - k) m on every sample; remove it after the FFT
-            spectrum -= ((1.0 - self.preemph_coeff) * mean)[:, None] * self.window_spectrum
-        power = torch.view_as_real(spectrum).square_().sum(-1)
+            # a frame is `whole` full hops plus `rest` samples: sum hop totals, in the same order for every frame
+            whole, rest = divmod(length, shift)
+            hops = segment[: (count + whole - 1) * shift].view(-1, shift).sum(dim=1)
+            total = hops[:count].clone()
+            for j in range(1, whole):
+                total += hops[j: j + count]
+            if rest:
+                total += segment[whole * shift:].unfold(0, rest, shift)[:count].sum(dim=1)
+            aux.copy_(total)
+        if k == 0.0:
+            emphasised = segment
+        else:
+            emphasised = torch.empty_like(segment)
+            torch.sub(segment[1:], segment[:-1], alpha=k, out=emphasised[1:])
+        window = out[:, :length]
+        torch.mul(emphasised.unfold(0, length, shift)[:count], self._scaled_window, out=window)
+        if k != 0.0 and self.window[0] != 0.0:  # Kaldi: a frame's first sample is pre-emphasised against itself
+            window[:, 0] = segment.unfold(0, length, shift)[:count, 0] * ((1.0 - k) * float(self._scaled_window[0]))
+
+    def features(self, frames: torch.Tensor, frame_sums: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(frames)
+        parts = torch.view_as_real(spectrum)
+        if self.remove_dc_offset:
+            # emph(x - m) = emph(x) - (1 - k) m on every sample: subtract its windowed spectrum (rank one)
+            coeff = frame_sums * (-(1.0 - self.preemph_coeff) * self.waveform_scale / self.frame_length)
+            parts.view(parts.shape[0], -1).addr_(coeff, self._window_parts)
+        power = torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
         return (power @ self.mel_banks).clamp_min_(self.log_floor).log_()
 
     def config(self) -> dict:

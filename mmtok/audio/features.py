@@ -9,8 +9,6 @@ bit-identical means and deviations, hence identical tokens.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 STATS_SCALE = 4096.0  # grid of the exact accumulators; |feature| < 2**19 / 4096 = 128
@@ -55,7 +53,8 @@ class FeatureStats:
             raise ValueError("stats: supplied mean/std cannot be updated")
         if features.shape[-1] != self.num_channels:
             raise ValueError(f"stats: expected {self.num_channels} channels, got {features.shape[-1]}")
-        q = torch.round(features.reshape(-1, self.num_channels).to(torch.float64) * STATS_SCALE).to(torch.int64)
+        # scaling by a power of two is exact in float32, and so is rounding to an integer
+        q = torch.round(features.reshape(-1, self.num_channels).to(torch.float32) * STATS_SCALE).to(torch.int64)
         self.count += q.shape[0]
         if self.count > MAX_FRAMES:
             raise ValueError(f"stats: more than {MAX_FRAMES} frames; supply statistics with from_mean_std")
@@ -104,9 +103,3 @@ def stack_frames(features: torch.Tensor, stack: int) -> torch.Tensor:
     """(frames, C) -> (frames // stack, stack * C): consecutive frames side by side; a partial group is dropped."""
     usable = features.shape[0] // stack * stack
     return features[:usable].reshape(usable // stack, stack * features.shape[1])
-
-
-def check_finite(value: float, name: str) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value

@@ -67,15 +67,18 @@ class FrameFrontend:
                           self.mirror(waveform, right, "right")])
 
     # ---- per-frame transform ------------------------------------------------------------------
-    def frame_inputs(self, segment: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` frames starting at segment[0] (hop `frame_shift`) -> (frames (count, L), aux (count,)).
+    fft_size: int  # width of the frame buffer: frame_length, or more for zero-padded FFTs
+
+    def frame_inputs(self, segment: torch.Tensor, count: int, out: torch.Tensor, aux: torch.Tensor) -> None:
+        """Write `count` frames starting at segment[0] (hop `frame_shift`) into out[:, :frame_length]
+        (columns beyond it are zero) and any per-frame scalar into aux (count,).
 
         Row-local: a frame's row depends only on that frame's own samples.
         """
         raise NotImplementedError
 
     def features(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        """A block of prepared frames (BLOCK_FRAMES, L) -> log-mel rows (BLOCK_FRAMES, num_mel_bins)."""
+        """A block of prepared frames (BLOCK_FRAMES, fft_size) -> log-mel rows (BLOCK_FRAMES, num_mel_bins)."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -88,15 +91,21 @@ class FrameFrontend:
                              f"({num_samples / self.sample_rate * 1000:.1f} ms); the {self.name} frontend "
                              f"needs at least {self.min_samples()} samples at {self.sample_rate} Hz")
 
-    def block_features(self, pieces: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Prepared frame pieces (together at most BLOCK_FRAMES rows) -> features of exactly those rows."""
-        frames = torch.cat([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0]
-        aux = torch.cat([p[1] for p in pieces]) if len(pieces) > 1 else pieces[0][1]
-        rows = frames.shape[0]
-        if rows < BLOCK_FRAMES:
-            frames = torch.cat([frames, frames.new_zeros(BLOCK_FRAMES - rows, frames.shape[1])])
-            aux = torch.cat([aux, aux.new_zeros(BLOCK_FRAMES - rows)])
-        return self.features(frames, aux)[:rows]
+    def block_features(self, pieces: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+        """(segment, frame count) pieces, together at most BLOCK_FRAMES frames -> features of those frames.
+
+        The block is always BLOCK_FRAMES rows (unused rows stay zero), so every frame goes through
+        the FFT and the mel matrix product in a matrix of the same shape.
+        """
+        frames = torch.empty(BLOCK_FRAMES, self.fft_size)
+        frames[:, self.frame_length:] = 0.0
+        aux = torch.zeros(BLOCK_FRAMES)
+        row = 0
+        for segment, count in pieces:
+            self.frame_inputs(segment, count, frames[row: row + count], aux[row: row + count])
+            row += count
+        frames[row:] = 0.0
+        return self.features(frames, aux)[:row]
 
     def segment_for(self, padded: torch.Tensor, first: int, count: int) -> torch.Tensor:
         start = first * self.frame_shift
@@ -131,7 +140,7 @@ class FrameFrontend:
             padded = self.padded(clip)
             jobs.append((i, padded, total))
         results: list[list[torch.Tensor]] = [[] for _ in clips]
-        pending: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = []
+        pending: list[tuple[int, tuple[torch.Tensor, int]]] = []
         room = BLOCK_FRAMES
 
         def flush():
@@ -140,15 +149,15 @@ class FrameFrontend:
                 out = self.block_features([p for _, p in pending])
                 row = 0
                 for clip_index, piece in pending:
-                    results[clip_index].append(out[row: row + piece[0].shape[0]])
-                    row += piece[0].shape[0]
+                    results[clip_index].append(out[row: row + piece[1]])
+                    row += piece[1]
             pending, room = [], BLOCK_FRAMES
 
         for i, padded, total in jobs:
             first = 0
             while first < total:
                 count = min(room, total - first)
-                pending.append((i, self.frame_inputs(self.segment_for(padded, first, count), count)))
+                pending.append((i, (self.segment_for(padded, first, count), count)))
                 first += count
                 room -= count
                 if room == 0:

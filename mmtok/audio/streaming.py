@@ -87,7 +87,7 @@ class FeatureStream:
                     break
             start = self.next_frame * f.frame_shift - self._buffer_start
             segment = self._buffer[start: start + (count - 1) * f.frame_shift + f.frame_length]
-            blocks.append(f.block_features([f.frame_inputs(segment, count)]))
+            blocks.append(f.block_features([(segment, count)]))
             self.next_frame += count
         drop = self.next_frame * f.frame_shift - self._buffer_start
         if drop > 0:

@@ -58,6 +58,7 @@ class WhisperLogMel(FrameFrontend):
         self.sample_rate, self.num_mel_bins = int(sample_rate), int(num_mel_bins)
         self.frame_length, self.frame_shift = int(n_fft), int(hop_length)
         self.left_pad = self.frame_length // 2
+        self.fft_size = self.frame_length
         self.fmin, self.fmax = float(fmin), (None if fmax is None else float(fmax))
         self.log_floor, self.whisper_scaling = float(log_floor), bool(whisper_scaling)
         n = torch.arange(self.frame_length, dtype=torch.float64)
@@ -68,12 +69,12 @@ class WhisperLogMel(FrameFrontend):
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.frame_shift
 
-    def frame_inputs(self, segment: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = segment.unfold(0, self.frame_length, self.frame_shift)[:count] * self.window
-        return frames, frames.new_zeros(count)
+    def frame_inputs(self, segment: torch.Tensor, count: int, out: torch.Tensor, aux: torch.Tensor) -> None:
+        torch.mul(segment.unfold(0, self.frame_length, self.frame_shift)[:count], self.window, out=out)
 
     def features(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        power = torch.view_as_real(torch.fft.rfft(frames)).square_().sum(-1)
+        parts = torch.view_as_real(torch.fft.rfft(frames))
+        power = torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
         return (power @ self.mel_filters).clamp_min_(self.log_floor).log10_()
 
     def __call__(self, waveform, lengths=None):
