@@ -1,10 +1,11 @@
 """A video's audio track as 16 kHz mono chunks (PyAV decode + resample), tokenized chunk by chunk.
 
-Chunks keep memory bounded for long videos; their length is a whole number of token hops for both the
-BEST-RQ tokenizer (640 samples) and the codec (320 samples) at the default 30 s.
+Chunks keep memory bounded for long videos; their length is a whole number of token hops, and both
+tokenizers get exactly the tokens a one-shot pass over the whole track would give.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import av
@@ -14,13 +15,14 @@ import torch
 from .reader import _open
 
 
-def iter_audio_chunks(path, *, sample_rate: int = 16000, chunk_seconds: float = 30.0) -> Iterator[torch.Tensor]:
-    """Yield float32 mono chunks of chunk_seconds at sample_rate; the last one holds the rest (up to one
-    second longer than chunk_seconds, never a sliver)."""
-    chunk = int(round(chunk_seconds * sample_rate))
-    tail = sample_rate
-    if chunk <= 0:
+def iter_audio_chunks(path, *, sample_rate: int = 16000, chunk_seconds: float = 30.0, multiple: int = 640
+                      ) -> Iterator[torch.Tensor]:
+    """Yield float32 mono chunks of about chunk_seconds (a multiple of `multiple` samples) at sample_rate; the
+    last one holds the rest (up to one second longer, never a sliver)."""
+    if not chunk_seconds > 0:
         raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}")
+    chunk = multiple * max(1, round(chunk_seconds * sample_rate / multiple))  # whole token hops
+    tail = sample_rate
     with _open(path) as container:
         if not container.streams.audio:
             raise ValueError(f"{path}: has no audio stream")
@@ -56,14 +58,50 @@ def _split(pending: list[np.ndarray], size: int) -> torch.Tensor:
     return torch.from_numpy(joined[:size].astype(np.float32))
 
 
-def tokenize_audio_track(path, tokenizer, *, chunk_seconds: float = 30.0) -> torch.Tensor:
-    """The whole track's codes (num_codebooks, T), concatenated over chunks. `tokenizer` is an
-    AudioTokenizer or AudioCodec (anything with encode(waveform, sample_rate) -> (K, T) and sample_rate)."""
+def tokenize_audio_track(path, tokenizer, *, chunk_seconds: float = 30.0, margin_seconds: float = 1.0) -> torch.Tensor:
+    """The whole track's codes (num_codebooks, T) with memory bounded by the chunk size.
+
+    `tokenizer` is an AudioTokenizer (its `stream` API: a statistics pass, then a token pass, giving
+    exactly the one-shot tokens) or an AudioCodec (chunks encoded with `margin_seconds` of real context
+    on each side, which covers the codec's receptive field, so the codes equal one-shot codes).
+    Any other object with encode(waveform, sample_rate) -> (K, T) is fed plain chunks.
+    """
     rate = int(getattr(tokenizer, "sample_rate", 16000))
-    parts = []
+    hop = int(getattr(tokenizer, "hop_length", 640))
+
+    def chunks():
+        return iter_audio_chunks(path, sample_rate=rate, chunk_seconds=chunk_seconds, multiple=hop)
+
     with torch.inference_mode():
-        for chunk in iter_audio_chunks(path, sample_rate=rate, chunk_seconds=chunk_seconds):
-            parts.append(tokenizer.encode(chunk, rate).to(torch.int64).cpu())
+        if callable(getattr(tokenizer, "stream", None)):
+            parts = list(tokenizer.stream(chunks, rate))
+        elif hasattr(tokenizer, "hop_length"):
+            margin = hop * math.ceil(margin_seconds * rate / hop)
+            parts = list(_encode_with_context(chunks(), lambda x: tokenizer.encode(x, rate), hop, margin))
+        else:
+            parts = [tokenizer.encode(chunk, rate) for chunk in chunks()]
+    parts = [p.to(torch.int64).cpu() for p in parts if p.numel()]
     if not parts:
         raise ValueError(f"{path}: the audio track is empty")
     return torch.cat(parts, dim=1)
+
+
+def _encode_with_context(chunks: Iterator[torch.Tensor], encode, hop: int, margin: int) -> Iterator[torch.Tensor]:
+    """Encode each chunk with `margin` samples of its neighbours on both sides and keep only its own frames
+    (chunks are whole multiples of `hop` except the last)."""
+    left = torch.zeros(0)
+    pending = None
+    for following in chunks:
+        if pending is not None:
+            yield _own_frames(encode, left, pending, following[:margin], hop)
+            left = pending[-margin:]
+        pending = following
+    if pending is not None:
+        yield _own_frames(encode, left, pending, torch.zeros(0), hop)
+
+
+def _own_frames(encode, left: torch.Tensor, middle: torch.Tensor, right: torch.Tensor, hop: int) -> torch.Tensor:
+    codes = encode(torch.cat([left, middle, right]))
+    start = left.numel() // hop
+    stop = start + middle.numel() // hop if right.numel() else codes.shape[1]
+    return codes[:, start:stop]

@@ -10,6 +10,7 @@ import itertools
 from typing import Iterable, Iterator, TypeVar
 
 Item = TypeVar("Item")
+TIE_TOLERANCE = 1e-9  # seconds: closer than this counts as a tie (timestamps are rounded rationals)
 
 
 def fps_targets(fps: float) -> Iterator[float]:
@@ -38,7 +39,7 @@ def nearest_to_targets(frames: Iterable[tuple[float, Item]], targets: Iterator[f
     for timestamp, item in frames:
         current_used = False
         while target is not None and timestamp >= target:
-            if previous is not None and target - previous[0] <= timestamp - target:
+            if previous is not None and target - previous[0] <= timestamp - target + TIE_TOLERANCE:
                 if not previous_used:
                     previous_used = True
                     yield previous
