@@ -38,25 +38,29 @@ def _run_backend(x: torch.Tensor, codebook: torch.Tensor, cosine: bool, backend:
 
 @torch.library.custom_op("mmtok::nearest_code", mutates_args=())
 def nearest_code_op(x: torch.Tensor, codebook: torch.Tensor, metric: str, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (N, D), codebook (K, D) -> indices int64 (N,), distances fp32 (N,). `backend` is already resolved."""
-    return _run_backend(x, codebook, metric == "cosine", backend)
+    """x (N, D), codebook (K, D) -> distances fp32 (N,), indices int64 (N,). `backend` is already resolved.
+
+    The differentiable output comes first (torch's op checks sum outputs in order, starting from the first).
+    """
+    indices, distances = _run_backend(x, codebook, metric == "cosine", backend)
+    return distances, indices
 
 
 @nearest_code_op.register_fake
 def _(x, codebook, metric, backend):
     n = x.shape[0]
-    return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=torch.float32)
+    return x.new_empty((n,), dtype=torch.float32), x.new_empty((n,), dtype=torch.int64)
 
 
 def _setup_context(ctx, inputs, output):
     x, codebook, metric, _ = inputs
-    indices, _ = output
+    _, indices = output
     ctx.save_for_backward(x, codebook, indices)
     ctx.cosine = metric == "cosine"
     ctx.mark_non_differentiable(indices)
 
 
-def _backward(ctx, grad_indices, grad_dist):
+def _backward(ctx, grad_dist, grad_indices):
     """Gradient of the returned distance to the chosen code, w.r.t. x and the codebook (indices are constants)."""
     x, codebook, indices = ctx.saved_tensors
     dtype = compute_dtype(x, codebook)
@@ -124,5 +128,5 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
         flat = flat.contiguous()
     if codebook.stride(-1) != 1:
         codebook = codebook.contiguous()
-    indices, distances = nearest_code_op(flat, codebook, metric, name)
+    distances, indices = nearest_code_op(flat, codebook, metric, name)
     return indices.reshape(lead), distances.reshape(lead)

@@ -1,0 +1,245 @@
+"""mmtok.nearest_code: every backend against a float64 reference, the tie rule, bad input, autograd,
+the custom-op contract (opcheck, torch.compile) and the fallback when the extension is missing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import mmtok
+from mmtok.ops import backends
+from mmtok.ops.nearest_code import nearest_code_op
+
+AVAILABLE = [b for b in backends.BACKENDS if backends.unavailable_reason(b, torch.device("cuda" if b == "cuda" else "cpu")) is None]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def device_for(backend: str) -> torch.device:
+    return torch.device("cuda" if backend == "cuda" else "cpu")
+
+
+def float64_scores(x: torch.Tensor, codebook: torch.Tensor, metric: str) -> torch.Tensor:
+    """(N, K) distances in float64 from the inputs as given (already rounded to their dtype)."""
+    x, c = x.double().cpu(), codebook.double().cpu()
+    if metric == "cosine":
+        x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        c = c / c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return 1.0 - x @ c.T
+    return torch.cdist(x, c).square()
+
+
+def assert_nearest(x, codebook, metric, indices, distances, rel_tol):
+    """Each chosen code is the float64 nearest, or within rounding of it; distances match float64."""
+    d64 = float64_scores(x.reshape(-1, x.shape[-1]), codebook, metric)
+    idx = indices.reshape(-1).cpu()
+    assert idx.dtype == torch.int64 and distances.dtype == torch.float32
+    assert int(idx.min()) >= 0 and int(idx.max()) < codebook.shape[0]
+    chosen = d64.gather(1, idx[:, None]).squeeze(1)
+    best = d64.min(dim=1).values
+    # rounding scale of the expanded form: |x|^2 + |c|^2 for L2, 1 for cosine
+    if metric == "l2":
+        scale = x.reshape(-1, x.shape[-1]).double().cpu().square().sum(-1) + codebook.double().cpu().square().sum(-1).max()
+    else:
+        scale = torch.ones_like(best)
+    gap = chosen - best
+    assert bool((gap <= rel_tol * scale).all()), f"max excess distance {float((gap / scale).max()):.3e} (relative)"
+    # wherever the float64 runner-up is clearly worse, the pick must be the float64 argmin itself
+    if d64.shape[1] > 1:
+        top2 = d64.topk(2, dim=1, largest=False).values
+        clear = (top2[:, 1] - top2[:, 0]) > 10 * rel_tol * scale
+        assert torch.equal(idx[clear], d64.argmin(dim=1)[clear]), "wrong code where the float64 margin is clear"
+    torch.testing.assert_close(distances.reshape(-1).cpu().double(), chosen, rtol=2e-3 if x.dtype != torch.float32 else 1e-4, atol=1e-4 * float(scale.max()))
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_matches_float64_reference(backend, dtype, metric, seed):
+    device = device_for(backend)
+    n, k, d = (70, 300, 8) if backend == "triton" else (517, 1000, 16)
+    x = (torch.randn(n, d) * 3 + 0.5).to(dtype).to(device)
+    codebook = (torch.randn(k, d) * 3).to(dtype).to(device)
+    indices, distances = mmtok.nearest_code(x, codebook, metric=metric, backend=backend)
+    assert indices.shape == (n,) and distances.shape == (n,)
+    assert_nearest(x, codebook, metric, indices, distances, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("n,k,d", [(1, 1, 1), (1, 7, 3), (5, 1, 4), (33, 13, 3), (100, 97, 1), (40, 50, 37), (65, 29, 256), (3, 400, 32)])
+def test_odd_sizes(backend, n, k, d, seed):
+    device = device_for(backend)
+    x, codebook = torch.randn(n, d, device=device), torch.randn(k, d, device=device)
+    for metric in ("l2", "cosine"):
+        indices, distances = mmtok.nearest_code(x, codebook, metric=metric, backend=backend)
+        assert_nearest(x, codebook, metric, indices, distances, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_leading_dims_and_non_contiguous(backend, seed):
+    device = device_for(backend)
+    base = torch.randn(4, 16, 6, 5, device=device)
+    x = base.permute(0, 2, 3, 1)[:, ::2]  # (4, 3, 5, 16), non-contiguous, last dim strided
+    assert not x.is_contiguous() and x.stride(-1) != 1
+    codebook = torch.randn(16, 90, device=device).T[::2]  # (45, 16), non-contiguous
+    indices, distances = mmtok.nearest_code(x, codebook, backend=backend)
+    assert indices.shape == (4, 3, 5) and distances.shape == (4, 3, 5)
+    assert_nearest(x, codebook, "l2", indices, distances, rel_tol=1e-5)
+    ref, _ = mmtok.nearest_code(x.contiguous(), codebook.contiguous(), backend=backend)
+    assert torch.equal(indices, ref)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_exact_ties_go_to_the_lowest_index(backend, seed):
+    device = device_for(backend)
+    k, d = 40, 8
+    codebook = torch.randint(-3, 4, (k, d)).float()
+    dup = torch.cat([codebook, codebook, codebook])  # every code appears three times
+    x = torch.randint(-3, 4, (300, d)).float()
+    indices, _ = mmtok.nearest_code(x.to(device), dup.to(device), backend=backend)
+    assert int(indices.max()) < k, "a duplicate with a higher index won an exact tie"
+    d64 = float64_scores(x, dup, "l2")
+    first_min = (d64 == d64.min(dim=1, keepdim=True).values).float().argmax(dim=1)  # integer data: exact
+    assert torch.equal(indices.cpu(), first_min)
+    # equidistant distinct codes: the origin is at distance 1 from each unit vector
+    units = torch.cat([torch.full((1, 4), 5.0), torch.eye(4), -torch.eye(4)])
+    idx, dist = mmtok.nearest_code(torch.zeros(3, 4, device=device) + torch.tensor([0.0, 0, 0, 0], device=device), units.to(device), backend=backend)
+    assert idx.tolist() == [1, 1, 1] and dist.tolist() == [1.0, 1.0, 1.0]
+    # cosine: c and 2c normalise to the same vector exactly
+    c = torch.randn(1, 6)
+    cos_book = torch.cat([-c, 2 * c, c, 4 * c])
+    idx, _ = mmtok.nearest_code(c.repeat(5, 1).to(device) * 3, cos_book.to(device), metric="cosine", backend=backend)
+    assert idx.tolist() == [1] * 5
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_bad_input_raises_value_error_naming_the_argument(backend):
+    device = device_for(backend)
+    x, codebook = torch.randn(10, 8, device=device), torch.randn(20, 8, device=device)
+    cases = [
+        (lambda: mmtok.nearest_code(torch.randn(10, 7, device=device), codebook, backend=backend), "D = 7"),
+        (lambda: mmtok.nearest_code(x, codebook[:0], backend=backend), "empty"),
+        (lambda: mmtok.nearest_code(x, codebook[0], backend=backend), "codebook must have shape"),
+        (lambda: mmtok.nearest_code(x, codebook[None], backend=backend), "codebook must have shape"),
+        (lambda: mmtok.nearest_code(torch.tensor(1.0, device=device), codebook, backend=backend), "x must have at least"),
+        (lambda: mmtok.nearest_code(x.long(), codebook, backend=backend), "x must be a floating"),
+        (lambda: mmtok.nearest_code(x, codebook, metric="dot", backend=backend), "metric"),
+        (lambda: mmtok.nearest_code(x, codebook, backend="nope"), "backend"),
+    ]
+    bad_x = x.clone()
+    bad_x[3, 2] = float("nan")
+    bad_c = codebook.clone()
+    bad_c[5, 1] = float("inf")
+    cases += [
+        (lambda: mmtok.nearest_code(bad_x, codebook, backend=backend), "x contains non-finite"),
+        (lambda: mmtok.nearest_code(x, bad_c, backend=backend), "codebook contains non-finite"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_all_cpu_instruction_sets_agree(seed):
+    ext = pytest.importorskip("mmtok._C")
+    x, codebook = torch.randn(300, 20) * 2, torch.randn(777, 20)
+    results = {}
+    try:
+        for isa in ("avx512", "avx2", "portable"):
+            ext.set_cpu_capability(isa)
+            for d in (8, 16, 32, 20, 64):
+                xi, ci = torch.randn(130, d), torch.randn(301, d)
+                for metric in ("l2", "cosine"):
+                    idx, dist = mmtok.nearest_code(xi, ci, metric=metric, backend="cpp")
+                    assert_nearest(xi, ci, metric, idx, dist, rel_tol=1e-5)
+            results[isa] = mmtok.nearest_code(x, codebook, backend="cpp")[0]
+    finally:
+        ext.set_cpu_capability("")
+    assert_nearest(x, codebook, "l2", results["portable"], mmtok.nearest_code(x, codebook)[1], rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_gradients_of_distances(backend, metric, seed):
+    device = device_for(backend)
+    x = torch.randn(30, 6, device=device, dtype=torch.float64, requires_grad=True)
+    codebook = torch.randn(11, 6, device=device, dtype=torch.float64, requires_grad=True)
+    xf, cf = x.detach().float().requires_grad_(), codebook.detach().float().requires_grad_()
+    idx, dist = mmtok.nearest_code(xf, cf, metric=metric, backend=backend)
+    weights = torch.randn(30, device=device)
+    (dist * weights).sum().backward()
+    # hand-written float64 gradient of sum_i w_i * dist(x_i, c_idx_i)
+    xd, cd = x.detach().double(), codebook.detach().double()
+    xr, cr = xd.clone().requires_grad_(), cd.clone().requires_grad_()
+    chosen = cr[idx]
+    if metric == "l2":
+        ref = ((xr - chosen) ** 2).sum(-1)
+    else:
+        ref = 1 - (xr / xr.norm(dim=-1, keepdim=True) * chosen / chosen.norm(dim=-1, keepdim=True)).sum(-1)
+    (ref * weights.double()).sum().backward()
+    torch.testing.assert_close(xf.grad.double(), xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cf.grad.double(), cr.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [b for b in AVAILABLE if b in ("cpp", "torch")])
+def test_opcheck(backend, seed):
+    x, codebook = torch.randn(40, 8, requires_grad=True), torch.randn(25, 8, requires_grad=True)
+    for metric in ("l2", "cosine"):
+        torch.library.opcheck(nearest_code_op, (x, codebook, metric, backend))
+        torch.library.opcheck(nearest_code_op, (x.detach().bfloat16(), codebook.detach().bfloat16(), metric, backend))
+
+
+def test_torch_compile_fullgraph(seed):
+    codebook = torch.randn(64, 12)
+
+    def tokenize(z):
+        z = torch.tanh(z) * 2
+        idx, dist = mmtok.nearest_code(z, codebook)
+        return idx + 1, dist.mean()
+
+    compiled = torch.compile(tokenize, fullgraph=True)
+    z = torch.randn(3, 17, 12)
+    got, eager = compiled(z), tokenize(z)
+    assert torch.equal(got[0], eager[0])
+    torch.testing.assert_close(got[1], eager[1])
+
+
+def test_import_falls_back_when_the_extension_is_missing():
+    script = textwrap.dedent(
+        """
+        import sys, warnings, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "mmtok._C":
+                    raise ImportError("blocked for the test")
+        sys.meta_path.insert(0, Block())
+        import torch
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import mmtok
+            info = mmtok.info()
+            x, c = torch.randn(50, 4), torch.randn(9, 4)
+            idx, _ = mmtok.nearest_code(x, c)
+            again, _ = mmtok.nearest_code(x, c)
+        assert not info["backends"]["cpp"]["available"], info
+        assert "blocked for the test" in info["backends"]["cpp"]["reason"], info
+        ref = torch.cdist(x.double(), c.double()).argmin(1)
+        assert torch.equal(idx, ref) and torch.equal(again, ref)
+        runtime = [w for w in caught if "compiled kernels unavailable" in str(w.message)]
+        assert len(runtime) == 1, [str(w.message) for w in caught]
+        print("fallback ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fallback ok" in out.stdout
+
+
+def test_info_reports_every_backend():
+    report = mmtok.info()
+    assert set(report["backends"]) == set(backends.BACKENDS)
+    for name, entry in report["backends"].items():
+        assert entry["available"] == (entry["reason"] is None), name
+    out = subprocess.run([sys.executable, "-m", "mmtok", "info"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and '"backends"' in out.stdout
