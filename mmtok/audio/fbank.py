@@ -17,7 +17,7 @@ import torch
 from .frontend import FrameFrontend, next_pow2
 
 FLT_EPSILON = 1.1920928955078125e-07
-WINDOWS = ("povey", "hann", "hamming", "rectangular", "blackman")
+WINDOWS = ("povey", "hann", "hanning", "hamming", "rectangular", "blackman")
 
 
 def kaldi_mel(freq):
@@ -51,7 +51,7 @@ def kaldi_window(kind: str, length: int, blackman_coeff: float = 0.42) -> torch.
     a = 2 * math.pi / (length - 1)
     if kind == "povey":
         return (0.5 - 0.5 * torch.cos(a * n)).pow(0.85)
-    if kind == "hann":
+    if kind in ("hann", "hanning"):
         return 0.5 - 0.5 * torch.cos(a * n)
     if kind == "hamming":
         return 0.54 - 0.46 * torch.cos(a * n)
