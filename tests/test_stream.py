@@ -253,3 +253,19 @@ def test_codec_segments_decode_to_waveforms(seed, data_dir):
     assert out == segments
     assert torch.allclose(out[1].waveform, codec.decode(segments[1].codes), atol=1e-6)
     assert out[1].sample_rate == 16000
+
+
+def test_missing_resolution_is_inferred_when_lenient(seed):
+    for end_of_row in (True, False):
+        stream = make_stream(end_of_row=end_of_row)
+        h, w = (3, 5) if end_of_row else (4, 4)
+        grid, image = _image_ids(stream, h, w)
+        headless = image[:1] + image[3:]
+        with pytest.raises(StreamDecodeError, match="expects a resolution token") as error:
+            stream.decode(headless)
+        assert error.value.position == 1
+        out = stream.decode(headless, strict=False)
+        assert torch.equal(out[0].codes, grid)
+        assert [r.kind for r in out.repairs] == ["missing_resolution", "inferred_grid"]
+    with pytest.raises(ValueError, match="fill_code"):
+        stream.decode(headless, strict=False, fill_code=AUDIO[1] + CODEC[1])

@@ -97,6 +97,9 @@ class TokenStream:
             self.vocab.check_hash(expected)
         if isinstance(ids, torch.Tensor):
             ids = ids.cpu().numpy()
+        smallest = min((r.size for r in self.vocab.range_list), default=1)
+        if not 0 <= int(fill_code) < smallest:
+            raise ValueError(f"fill_code must be a valid code in every codebook, 0 <= fill_code < {smallest}")
         segments = decode_ids(self.vocab, ids, strict=strict, fill_code=fill_code)
         if decode_images:
             self._decode_pixels(segments)
