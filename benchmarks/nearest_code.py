@@ -1,0 +1,139 @@
+"""Nearest-code lookup speed: every mmtok backend vs torch cdist+argmin, torch chunked addmm+argmin,
+faiss-cpu IndexFlatL2 (k=1) and the GEMM alone (torch.mm over the same FLOPs, no argmin: the ceiling a
+GEMM-based lookup cannot beat). One process, same inputs, median of repeats; prints a table of times,
+speed-ups and % of the GEMM throughput, and writes benchmarks/results/nearest_code.json.
+
+    python benchmarks/nearest_code.py [--quick] [--n 65536] [--skip-memory]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import torch
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _common import max_rss_mb, median_seconds, print_table, write_json  # noqa: E402
+
+import mmtok  # noqa: E402
+from mmtok.ops import backends  # noqa: E402
+
+SHAPES = [(1024, 256), (16384, 8), (8192, 16), (16384, 256)]
+CHUNK_ELEMENTS = 1 << 24  # rows per chunk for the chunked baselines: 64 MiB of fp32 scores
+
+
+def torch_cdist_argmin(x, c):
+    return torch.cdist(x, c).argmin(dim=1)
+
+
+def torch_chunked_addmm_argmin(x, c):
+    bias = c.square().sum(1)
+    rows = max(1, CHUNK_ELEMENTS // c.shape[0])
+    out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    for s in range(0, x.shape[0], rows):
+        out[s : s + rows] = torch.addmm(bias, x[s : s + rows], c.T, alpha=-2).argmin(dim=1)
+    return out
+
+
+def gemm_alone(x, c):
+    rows = max(1, CHUNK_ELEMENTS // c.shape[0])
+    ct = c.T
+    for s in range(0, x.shape[0], rows):
+        torch.mm(x[s : s + rows], ct)
+
+
+def faiss_index(c):
+    try:
+        import faiss
+    except Exception:
+        return None
+    index = faiss.IndexFlatL2(c.shape[1])
+    index.add(c.numpy())
+    return index
+
+
+def bench_shape(n, k, d, device, dtype, quick):
+    g = torch.Generator(device="cpu").manual_seed(n + k + d)
+    x = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
+    c = torch.randn(k, d, generator=g).to(device=device, dtype=dtype)
+    flops = 2.0 * n * k * d
+    repeats = 3 if quick else 5
+    row = {"N": n, "K": k, "D": d, "dtype": str(dtype).replace("torch.", ""), "device": device.type, "ms": {}}
+    ref = None
+    for name in backends.BACKENDS:
+        if backends.unavailable_reason(name, device) is not None or name == "torch":
+            continue
+        t = median_seconds(lambda: mmtok.nearest_code(x, c, backend=name), repeats=repeats, device=device)
+        row["ms"][f"mmtok_{name}"] = t * 1e3
+        idx = mmtok.nearest_code(x[:4096], c, backend=name)[0]
+        ref = idx if ref is None else ref
+        row.setdefault("agree_first_4096", {})[name] = float((idx == ref).float().mean())
+    row["ms"]["mmtok_torch_reference"] = median_seconds(lambda: mmtok.nearest_code(x, c, backend="torch"), repeats=1 if quick else 3, device=device) * 1e3
+    row["ms"]["torch_cdist_argmin"] = median_seconds(lambda: torch_cdist_argmin(x, c), repeats=1 if quick else 3, warmup=0 if quick else 1, device=device) * 1e3
+    row["ms"]["torch_chunked_addmm_argmin"] = median_seconds(lambda: torch_chunked_addmm_argmin(x, c), repeats=repeats, device=device) * 1e3
+    row["ms"]["gemm_alone"] = median_seconds(lambda: gemm_alone(x, c), repeats=repeats, device=device) * 1e3
+    if device.type == "cpu" and dtype == torch.float32:
+        index = faiss_index(c)
+        if index is not None:
+            xn = x.numpy()
+            row["ms"]["faiss_IndexFlatL2"] = median_seconds(lambda: index.search(xn, 1), repeats=repeats) * 1e3
+    fastest = min(v for key, v in row["ms"].items() if key.startswith("mmtok_") and key != "mmtok_torch_reference")
+    row["mmtok_best_ms"] = fastest
+    row["speedup_vs"] = {key: v / fastest for key, v in row["ms"].items() if not key.startswith("mmtok_")}
+    row["pct_of_gemm_throughput"] = 100.0 * row["ms"]["gemm_alone"] / fastest
+    row["tflops"] = flops / (fastest / 1e3) / 1e12
+    row["gemm_tflops"] = flops / (row["ms"]["gemm_alone"] / 1e3) / 1e12
+    return row
+
+
+def memory_probe(n: int, k: int, d: int) -> dict:
+    """Peak RSS growth of one lookup at (n, k, d), measured in a fresh process."""
+    code = (
+        "import sys, torch, mmtok; sys.path.insert(0, 'benchmarks'); from _common import max_rss_mb;"
+        f"x = torch.randn({n}, {d}); c = torch.randn({k}, {d}); mmtok.nearest_code(x[:10], c);"
+        "before = max_rss_mb(); idx, dist = mmtok.nearest_code(x, c); after = max_rss_mb();"
+        "print(before, after)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split())
+    return {"N": n, "K": k, "D": d, "peak_rss_growth_mb": after - before, "n_by_k_fp32_mb": n * k * 4 / 2**20}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=65536, help="rows on CPU (GPU uses 1M)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and only the two small-D shapes")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv)
+
+    print(mmtok.info())
+    shapes = SHAPES[1:3] if args.quick else SHAPES
+    results = []
+    runs = [(torch.device("cpu"), torch.float32, args.n)]
+    if torch.cuda.is_available():
+        runs += [(torch.device("cuda"), torch.float32, 1 << 20), (torch.device("cuda"), torch.bfloat16, 1 << 20)]
+    for device, dtype, n in runs:
+        for k, d in shapes:
+            results.append(bench_shape(n, k, d, device, dtype, args.quick))
+            r = results[-1]
+            print(f"done {device.type} {r['dtype']} N={n} K={k} D={d}: mmtok {r['mmtok_best_ms']:.1f} ms", flush=True)
+
+    columns = sorted({key for r in results for key in r["ms"]})
+    print("\ntimes (ms, median)")
+    print_table(["device", "dtype", "N", "K", "D"] + columns, [[r["device"], r["dtype"], r["N"], r["K"], r["D"]] + [r["ms"].get(c) for c in columns] for r in results])
+    baselines = sorted({key for r in results for key in r["speedup_vs"]})
+    print("\nspeed-up of the fastest mmtok backend over each baseline (x), % of GEMM-alone throughput, TFLOP/s")
+    print_table(["device", "dtype", "K", "D"] + [f"vs {b}" for b in baselines] + ["% of GEMM", "TFLOP/s", "GEMM TFLOP/s"],
+                [[r["device"], r["dtype"], r["K"], r["D"]] + [r["speedup_vs"].get(b) for b in baselines] + [r["pct_of_gemm_throughput"], r["tflops"], r["gemm_tflops"]] for r in results])
+    memory = None
+    if not args.skip_memory:
+        memory = memory_probe(1_000_000, 16384, 8)
+        print(f"\nmemory: N=1M K=16384 D=8 peak RSS growth {memory['peak_rss_growth_mb']:.0f} MiB "
+              f"(an N x K fp32 matrix would be {memory['n_by_k_fp32_mb']:.0f} MiB)")
+    write_json("nearest_code", {"results": results, "memory": memory})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
