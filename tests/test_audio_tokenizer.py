@@ -1,0 +1,177 @@
+"""AudioTokenizer (BEST-RQ): rate, reproducibility, batching, streaming, code diversity, real and synthetic speech."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from mmtok.audio.features import FeatureStats, stack_frames
+from mmtok.audio.io import load_audio
+from mmtok.audio.tokenizer import AudioTokenizer
+
+
+@pytest.fixture(scope="module")
+def speech(request):
+    from conftest import DATA
+
+    return load_audio(DATA / "audio" / "arctic_a0007.wav")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AudioTokenizer()
+
+
+def _speech_like(speech: torch.Tensor, seconds: float, rng: np.random.Generator) -> torch.Tensor:
+    """Random pieces of the real clip with random gains and a little noise, `seconds` long."""
+    pieces, total = [], 0
+    while total < seconds * 16000:
+        start = int(rng.integers(0, len(speech) - 8000))
+        piece = speech[start: start + int(rng.integers(4000, 24000))] * float(rng.uniform(0.2, 1.0))
+        pieces.append(piece)
+        total += len(piece)
+    x = torch.cat(pieces)[: int(seconds * 16000)]
+    return x + 1e-3 * torch.from_numpy(rng.standard_normal(len(x)).astype(np.float32))
+
+
+def _random_chunks(x: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
+    cuts = np.sort(rng.choice(np.arange(1, len(x)), size=int(rng.integers(3, 40)), replace=False))
+    return list(torch.tensor_split(x, torch.from_numpy(cuts)))
+
+
+def test_25_tokens_per_second(tokenizer, speech, seed):
+    rng = np.random.default_rng(seed)
+    assert tokenizer.tokens_per_second == 25.0 and tokenizer.sample_rate == 16000
+    for _ in range(3):
+        n = int(rng.integers(2000, len(speech)))
+        tokens = tokenizer.encode(speech[:n], 16000)
+        frames = 1 + (n - 400) // 160
+        assert tokens.shape == (1, frames // 4) and tokens.dtype == torch.int64
+        assert abs(tokens.shape[1] - 25 * n / 16000) <= 1.5
+    long = _speech_like(speech, 20.0, rng)
+    assert tokenizer.encode(long, 16000).shape[1] in (499, 500)
+
+
+def test_codes_do_not_collapse_on_real_speech(tokenizer, speech, seed):
+    rng = np.random.default_rng(seed)
+    gain = float(rng.uniform(0.05, 1.0))  # per-channel normalisation makes the level irrelevant
+    tokens = tokenizer.encode(speech * gain, 16000)[0]
+    distinct_per_100 = 100.0 * len(set(tokens.tolist())) / len(tokens)
+    assert distinct_per_100 > 40, distinct_per_100
+    assert torch.all((tokens >= 0) & (tokens < 8192))
+    # the control: the same recipe without the normalisation collapses onto far fewer codes
+    features = tokenizer.log_mel(speech * gain, 16000)
+    raw = tokenizer.quantize_stacked([stack_frames(features, 4)])[0]
+    assert len(set(raw.tolist())) < 0.6 * len(set(tokens.tolist()))
+
+
+def test_same_seed_same_tokens_in_another_process(tokenizer, speech, data_dir):
+    script = ("import sys, json; from mmtok.audio.tokenizer import AudioTokenizer; "
+              "from mmtok.audio.io import load_audio; "
+              f"x = load_audio({str(data_dir / 'audio' / 'arctic_a0007.wav')!r}); "
+              "print(json.dumps([AudioTokenizer(seed=s).encode(x, 16000)[0].tolist() for s in (0, 1234)]))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    there = json.loads(out.stdout)
+    for seed, theirs in zip((0, 1234), there):
+        assert theirs == AudioTokenizer(seed=seed).encode(speech, 16000)[0].tolist()
+    assert AudioTokenizer(seed=1).encode(speech, 16000).tolist() != AudioTokenizer(seed=0).encode(speech, 16000).tolist()
+
+
+@pytest.mark.parametrize("frontend", ["kaldi", "whisper"])
+def test_batch_with_padding_equals_clip_by_clip(speech, seed, frontend):
+    rng = np.random.default_rng(seed)
+    tok = AudioTokenizer(seed=seed % 1000, num_codebooks=2, frontend=frontend)
+    clips = [_speech_like(speech, float(rng.uniform(0.5, 14.0)), rng) for _ in range(4)]
+    tokens, lengths = tok.encode_batch(clips, 16000)
+    assert tokens.shape[:2] == (4, 2) and tokens.shape[2] == int(lengths.max())
+    for i, clip in enumerate(clips):
+        alone = tok.encode(clip, 16000)
+        assert int(lengths[i]) == alone.shape[1]
+        assert torch.equal(tokens[i, :, : alone.shape[1]], alone)
+        assert torch.all(tokens[i, :, alone.shape[1]:] == -1)
+
+
+@pytest.mark.parametrize("frontend", ["kaldi", "whisper"])
+def test_streaming_equals_one_shot(speech, seed, frontend):
+    rng = np.random.default_rng(seed)
+    tok = AudioTokenizer(frontend=frontend)
+    clip = _speech_like(speech, float(rng.uniform(21.0, 33.0)), rng)  # several 1024-frame blocks
+    one_shot = tok.encode(clip, 16000)
+    streamed = torch.cat(list(tok.stream(_random_chunks(clip, rng))), dim=1)  # two passes: exact stats
+    assert torch.equal(streamed, one_shot)
+    # supplied statistics: a single pass over a one-shot iterator, equal to encode with the same statistics
+    stats = FeatureStats.from_mean_std(torch.randn(80) + 10.0, torch.rand(80) + 1.0)
+    single = torch.cat(list(tok.stream(iter(_random_chunks(clip, rng)), stats=stats)), dim=1)
+    assert torch.equal(single, tok.encode(clip, 16000, stats=stats))
+    assert not torch.equal(single, one_shot)
+    with pytest.raises(ValueError, match="two passes"):
+        list(tok.stream(iter(_random_chunks(clip, rng))))
+
+
+def test_chunked_file_equals_one_shot_file(tokenizer, speech, seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    clip = _speech_like(speech, 24.0, rng).numpy()
+    resampled = np.interp(np.arange(0, len(clip), 16000 / 44100), np.arange(len(clip)), clip)
+    stereo = np.stack([resampled, 0.5 * resampled[::-1]], axis=1).astype(np.float32)
+    path = tmp_path / "stereo44k.flac"
+    soundfile.write(str(path), stereo, 44100, subtype="PCM_24")
+    whole = tokenizer.encode_file(path)
+    chunked = tokenizer.encode_file(path, chunk_seconds=float(rng.uniform(0.3, 7.0)))
+    assert torch.equal(chunked, whole) and whole.shape[1] in (599, 600)
+
+
+def test_silence_tokenizes_and_bad_input_is_named(tokenizer, tmp_path):
+    silent = tokenizer.encode(torch.zeros(16000), 16000)
+    assert silent.shape == (1, 24) and len(set(silent[0].tolist())) == 1
+    quiet = tokenizer.encode(1e-6 * torch.randn(32000), 16000)
+    assert quiet.shape == (1, 49)
+    with pytest.raises(ValueError, match="too short"):
+        tokenizer.encode(torch.randn(399), 16000)
+    with pytest.raises(ValueError, match=r"waveforms\[1\].*NaN"):
+        tokenizer.encode_batch([torch.randn(4000), torch.tensor([0.1, float("nan")] * 2000)], 16000)
+    bad = tmp_path / "broken.flac"
+    bad.write_bytes(b"fLaC" + bytes(100))
+    with pytest.raises(ValueError, match="broken.flac"):
+        tokenizer.encode_file(bad)
+    with pytest.raises(ValueError, match="broken.flac"):
+        tokenizer.encode_file(bad, chunk_seconds=1.0)
+    short = tmp_path / "short.wav"
+    soundfile.write(str(short), np.full(100, 0.1, np.float32), 16000)
+    with pytest.raises(ValueError, match="short.wav.*too short"):
+        tokenizer.encode_file(short, chunk_seconds=1.0)
+
+
+def test_save_and_load_reproduce_tokens(speech, seed, tmp_path):
+    tok = AudioTokenizer(seed=seed % 100000, num_codebooks=2, num_codes=1024, code_dim=8, frontend="whisper")
+    tok.save_pretrained(tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "config.json").read_text())
+    assert config["seed"] == seed % 100000 and config["frontend_options"]["hop_length"] == 160
+    loaded = AudioTokenizer.from_pretrained(tmp_path / "tok")
+    assert loaded.config == tok.config
+    assert torch.equal(loaded.encode(speech, 16000), tok.encode(speech, 16000))
+    # codebook 0 does not depend on how many codebooks there are
+    one = AudioTokenizer(seed=seed % 100000, num_codes=1024, code_dim=8, frontend="whisper")
+    assert torch.equal(one.encode(speech, 16000)[0], tok.encode(speech, 16000)[0])
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                    reason="espeak-ng is not installed (apt-get install espeak-ng; `make install` does it)")
+def test_espeak_speech_end_to_end(tokenizer, seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    words = ("the quick brown fox jumps over a lazy dog while seven bright children sing "
+             "about rivers mountains and distant cities under a pale morning sky").split()
+    sentence = " ".join(rng.choice(words, size=int(rng.integers(12, 20))))
+    path = tmp_path / "espeak.wav"
+    subprocess.run(["espeak-ng", "-s", str(int(rng.integers(130, 200))), "-w", str(path), sentence], check=True,
+                   timeout=60)
+    info = soundfile.info(str(path))
+    tokens = tokenizer.encode_file(path)
+    assert abs(tokens.shape[1] - 25 * info.duration) <= 1.5
+    assert 100.0 * len(set(tokens[0].tolist())) / tokens.shape[1] > 40
+    assert torch.equal(tokenizer.encode_file(path, chunk_seconds=0.7), tokens)
