@@ -182,7 +182,7 @@ def test_gradients_of_distances(backend, metric, seed):
     torch.testing.assert_close(cf.grad.double(), cr.grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", [b for b in AVAILABLE if b in ("cpp", "torch")])
+@pytest.mark.parametrize("backend", [b for b in AVAILABLE if b in ("cpp", "torch", "triton")])
 def test_opcheck(backend, seed):
     x, codebook = torch.randn(40, 8, requires_grad=True), torch.randn(25, 8, requires_grad=True)
     for metric in ("l2", "cosine"):
