@@ -11,7 +11,7 @@ streaming path's memory is flat in the video's length.
 The image tokenizer is the tiny LlamaGen fixture (f4, 512 codes) at --size (default 128: a 32x32 grid),
 so the numbers are dominated by decoding and preprocessing rather than by a big VQ-GAN.
 
-    python benchmarks/video_tokenizer.py --quick     # 2 cores: 3 s / 6 s of 720p30, size 64
+    python benchmarks/video_tokenizer.py --quick     # 2 cores: 3 s / 6 s of 720p30, size 64, 3 repeats
     python benchmarks/video_tokenizer.py --seconds 10 --long-seconds 40 --repeats 3
 """
 from __future__ import annotations
@@ -104,6 +104,8 @@ def naive(path, tokenizer, fps, size, batch) -> int:
 
 
 def timed(fn, repeats) -> tuple[float, int]:
+    """Median seconds over `repeats` runs after one untimed warm-up (first-call imports, allocator)."""
+    fn()
     times, count = [], 0
     for _ in range(repeats):
         start = time.perf_counter()
@@ -133,14 +135,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="tokenizer input size (grid = size / 4)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="3 s and 6 s of video, size 64, 2 repeats")
+    parser.add_argument("--quick", action="store_true", help="3 s and 6 s of video, size 64, 3 repeats")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
     if args.quick:
-        args.seconds, args.long_seconds, args.size, args.repeats = 3.0, 6.0, 64, 2
+        args.seconds, args.long_seconds, args.size, args.repeats = 3.0, 6.0, 64, 3
 
     tokenizer = load_image_tokenizer()
     rows, results = [], {}
