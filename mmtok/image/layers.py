@@ -49,8 +49,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all spatial positions, with a residual connection.
 
-    q, k, v and the output projection are 1x1 convolutions (the checkpoint layout); the attention itself
-    is `scaled_dot_product_attention`, which never materialises the (HW x HW) weights on fused backends.
+    q, k, v and the output projection are 1x1 convolutions in the checkpoint layout, applied here as one
+    matmul over the (B, HW, C) sequence so that `scaled_dot_product_attention` gets unit-stride inputs and
+    takes its fused (flash) path on CPU and GPU instead of materialising the (HW x HW) weights.
     """
 
     def __init__(self, channels: int):
@@ -62,16 +63,15 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x)
-        b, c, height, width = h.shape
-        # (B, C, H, W) -> (B, 1, HW, C): one head whose sequence is the spatial positions
-        q, k, v = (proj(h).flatten(2).transpose(1, 2).unsqueeze(1) for proj in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = out.squeeze(1).transpose(1, 2).reshape(b, c, height, width)
-        out = self.proj_out(out)
-        if torch.is_grad_enabled():
-            return x + out
-        return out.add_(x)
+        b, c, height, width = x.shape
+        # positions as a sequence: (B, HW, C); the 1x1 convs become one fused q/k/v matmul
+        h = self.norm(x).flatten(2).transpose(1, 2)
+        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight]).flatten(1)
+        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        q, k, v = F.linear(h, weight, bias).unsqueeze(1).chunk(3, dim=-1)  # each (B, 1, HW, C), unit stride
+        out = F.scaled_dot_product_attention(q, k, v).squeeze(1)
+        out = F.linear(out, self.proj_out.weight.flatten(1), self.proj_out.bias)  # (B, HW, C)
+        return x + out.transpose(1, 2).view(b, c, height, width)  # a view: channels-last strides
 
 
 class Downsample(nn.Module):
