@@ -175,3 +175,21 @@ def test_espeak_speech_end_to_end(tokenizer, seed, tmp_path):
     assert abs(tokens.shape[1] - 25 * info.duration) <= 1.5
     assert 100.0 * len(set(tokens[0].tolist())) / tokens.shape[1] > 40
     assert torch.equal(tokenizer.encode_file(path, chunk_seconds=0.7), tokens)
+
+
+def test_feature_stats_are_exact_in_any_order(seed):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(3000, 80, generator=g) * 3.0 + torch.linspace(-10, 20, 80)
+    whole = FeatureStats.from_features(features)
+    pieces = FeatureStats(80)
+    order = torch.randperm(3000, generator=g)
+    for part in torch.tensor_split(features[order], torch.randint(1, 3000, (7,), generator=g).sort().values):
+        pieces.update(part)
+    for a, b in zip(whole.mean_std(), pieces.mean_std()):
+        assert torch.equal(a, b)
+    mean, std = whole.mean_std()
+    ref = features.double()
+    torch.testing.assert_close(mean, ref.mean(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(std, ref.std(0), atol=1e-4, rtol=0)
+    normalized = whole.normalize(features)
+    assert float(normalized.mean(0).abs().max()) < 1e-3 and float((normalized.std(0) - 1).abs().max()) < 1e-3

@@ -13,6 +13,7 @@ import torch
 
 STATS_SCALE = 4096.0  # grid of the exact accumulators; |feature| < 2**19 / 4096 = 128
 MAX_FRAMES = 2 ** 29  # int64 sum of squares cannot overflow below this many frames (~1490 h at 100 fps)
+SUM_ROWS = 1024  # rows summed in float64 at a time: 1024 * 2**38 < 2**53 keeps those sums exact
 STD_EPSILON = 1e-5  # added to the standard deviation (NeMo's per-feature normalisation constant)
 
 
@@ -53,13 +54,20 @@ class FeatureStats:
             raise ValueError("stats: supplied mean/std cannot be updated")
         if features.shape[-1] != self.num_channels:
             raise ValueError(f"stats: expected {self.num_channels} channels, got {features.shape[-1]}")
-        # scaling by a power of two is exact in float32, and so is rounding to an integer
-        q = torch.round(features.reshape(-1, self.num_channels).to(torch.float32) * STATS_SCALE).to(torch.int64)
-        self.count += q.shape[0]
+        # scaling by a power of two and rounding to an integer are exact in float32; sums of at most
+        # SUM_ROWS such integers (and of their squares, < 2**38 each) are exact in float64 in any order
+        q = torch.round(features.reshape(-1, self.num_channels).to(torch.float32) * STATS_SCALE).to(torch.float64)
+        if bool((q.abs() >= 2.0 ** 19).any()):
+            raise ValueError("stats: features must lie in (-128, 128) for the sums to be exact")
+        rows = q.shape[0]
+        self.count += rows
         if self.count > MAX_FRAMES:
             raise ValueError(f"stats: more than {MAX_FRAMES} frames; supply statistics with from_mean_std")
-        self._sum += q.sum(0)
-        self._sum_sq += (q * q).sum(0)
+        if rows % SUM_ROWS:
+            q = torch.cat([q, q.new_zeros(SUM_ROWS - rows % SUM_ROWS, self.num_channels)])
+        q = q.view(-1, SUM_ROWS, self.num_channels)
+        self._sum += q.sum(1).to(torch.int64).sum(0)
+        self._sum_sq += q.square_().sum(1).to(torch.int64).sum(0)
         self._cache = None
         return self
 

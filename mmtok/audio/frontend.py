@@ -10,6 +10,7 @@ batched and streamed features bit-identical. It also bounds the working memory.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -97,15 +98,28 @@ class FrameFrontend:
         The block is always BLOCK_FRAMES rows (unused rows stay zero), so every frame goes through
         the FFT and the mel matrix product in a matrix of the same shape.
         """
-        frames = torch.empty(BLOCK_FRAMES, self.fft_size)
-        frames[:, self.frame_length:] = 0.0
-        aux = torch.zeros(BLOCK_FRAMES)
+        frames, aux = self._block_buffers()
         row = 0
         for segment, count in pieces:
             self.frame_inputs(segment, count, frames[row: row + count], aux[row: row + count])
             row += count
-        frames[row:] = 0.0
+        # rows past `row` keep earlier finite frames: rows are independent, and those outputs are dropped
         return self.features(frames, aux)[:row]
+
+    def _block_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This thread's reusable (BLOCK_FRAMES, fft_size) frame buffer (zero past frame_length) and aux."""
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = (torch.zeros(BLOCK_FRAMES, self.fft_size), torch.zeros(BLOCK_FRAMES))
+            self._local.buffers = buffers
+        return buffers
+
+    @property
+    def _local(self) -> threading.local:
+        local = self.__dict__.get("_thread_local")
+        if local is None:
+            local = self.__dict__.setdefault("_thread_local", threading.local())
+        return local
 
     def segment_for(self, padded: torch.Tensor, first: int, count: int) -> torch.Tensor:
         start = first * self.frame_shift
