@@ -1,0 +1,110 @@
+"""`mmtok tokenize`, `mmtok verify` and `mmtok merge-manifests` (registered by mmtok/__main__.py)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tokenize", help="tokenize a dataset (folder, JSONL/JSON manifest, Qwen-VL file, webdataset .tar) into shards",
+        description="Resumable, sharded dataset tokenization. Rerun the same command to resume; under torchrun "
+                    "(RANK / WORLD_SIZE) every rank writes its own shards.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, .jsonl/.json manifest, Qwen-VL .json, or .tar")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--image-tokenizer", help="ImageTokenizer save_pretrained folder, or a LlamaGen .pt / taming .ckpt")
+    p.add_argument("--image-tokenizer-config", help="config of a checkpoint given to --image-tokenizer")
+    p.add_argument("--audio-tokenizer", help="AudioTokenizer save_pretrained folder, or a spec like 'bestrq:seed=0'")
+    p.add_argument("--batch-size", type=int, default=32, help="inputs per tokenizer call (default 32)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding files (default 2)")
+    p.add_argument("--shard-size", type=int, default=1000, help="inputs per shard (default 1000)")
+    p.add_argument("--image-size", type=int, help="preprocessing size (default: the tokenizer's image_size)")
+    p.add_argument("--image-mode", default="center_crop", choices=("center_crop", "pad", "native"))
+    p.add_argument("--video-fps", type=float, default=1.0, help="frames sampled per second of video (default 1)")
+    p.add_argument("--video-max-frames", type=int, help="at most this many frames per video")
+    p.add_argument("--max-grid", type=int, default=64, help="largest image grid side in the vocabulary (default 64)")
+    p.add_argument("--device", help="device for the tokenizers (default cpu)")
+    p.add_argument("--retry-failures", action="store_true", help="redo only the inputs listed in failures")
+    p.add_argument("--rank", type=int, help="this process's rank (default: $RANK or 0)")
+    p.add_argument("--world-size", type=int, help="number of ranks (default: $WORLD_SIZE or 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_tokenize)
+
+    p = subparsers.add_parser("verify", help="check token shards against their index and manifest")
+    p.add_argument("directory")
+    p.set_defaults(func=_verify)
+
+    p = subparsers.add_parser("merge-manifests", help="write manifest.json + failures.jsonl once every rank finished")
+    p.add_argument("directory")
+    p.set_defaults(func=_merge)
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from .pipeline import tokenize_dataset
+    from .tokenizers import load_audio_tokenizer, load_image_tokenizer
+
+    try:
+        image_tok = (load_image_tokenizer(args.image_tokenizer, config_path=args.image_tokenizer_config,
+                                          device=args.device) if args.image_tokenizer else None)
+        audio_tok = load_audio_tokenizer(args.audio_tokenizer) if args.audio_tokenizer else None
+        summary = tokenize_dataset(
+            args.inputs, args.out, image_tokenizer=image_tok, audio_tokenizer=audio_tok, batch_size=args.batch_size,
+            workers=args.workers, shard_size=args.shard_size, image_size=args.image_size, image_mode=args.image_mode,
+            video_fps=args.video_fps, video_max_frames=args.video_max_frames, max_grid=args.max_grid,
+            retry_failures=args.retry_failures, rank=args.rank, world_size=args.world_size,
+            progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"mmtok tokenize: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(summary, args.out))
+    return 0
+
+
+def format_summary(summary, out) -> str:
+    where = f" (rank {summary.rank} of {summary.world_size})" if summary.world_size > 1 else ""
+    lines = [f"mmtok tokenize{where}: {summary.inputs} inputs in {summary.shards_total} shards; "
+             f"{summary.shards_done_before} already complete, {summary.shards_written} written now",
+             f"  this run: {summary.processed} items -> {summary.samples} samples, {summary.failures} failed, "
+             f"{summary.tokens} tokens in {summary.seconds:.1f} s ({summary.items_per_second:.1f} items/s)"]
+    if summary.failed_keys:
+        shown = ", ".join(summary.failed_keys[:5]) + (" ..." if len(summary.failed_keys) > 5 else "")
+        lines.append(f"  failed: {shown}")
+    if summary.manifest is not None:
+        counts = summary.manifest["counts"]
+        parts = ", ".join(f"{m}: {c['samples']} samples / {c['failures']} failed / {c['tokens']} tokens"
+                          for m, c in counts["by_modality"].items())
+        lines.append(f"  dataset: {counts['samples']} samples, {counts['failures']} failures, {counts['tokens']} "
+                     f"tokens ({summary.manifest['dtype']}); {parts}")
+        lines.append(f"  wrote {out}/manifest.json" + (f" and {out}/failures.jsonl ({counts['failures']} records; "
+                                                        f"--retry-failures redoes them)" if counts["failures"] else ""))
+    else:
+        lines.append("  other ranks still running: the last rank to finish writes manifest.json "
+                     "(or run `mmtok merge-manifests`)")
+    return "\n".join(lines)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verification import verify
+
+    problems = verify(args.directory)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        print(f"mmtok verify: {len(problems)} problem(s) in {args.directory}")
+        return 1
+    print(f"mmtok verify: {args.directory} is intact")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .manifest import merge_manifests
+
+    try:
+        manifest = merge_manifests(args.directory)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mmtok merge-manifests: error: {exc}", file=sys.stderr)
+        return 1
+    c = manifest["counts"]
+    print(f"mmtok merge-manifests: {len(manifest['shards'])} shards, {c['samples']} samples, "
+          f"{c['failures']} failures, {c['tokens']} tokens -> {args.directory}/manifest.json")
+    return 0

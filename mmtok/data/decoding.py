@@ -1,0 +1,190 @@
+"""Read and decode input files in DataLoader worker processes; a bad file becomes a failure record.
+
+Workers do everything before the neural network: image decode + resize/crop (the image tokenizer's own
+preprocessing), audio read + resample, video demux/decode/sampling (+ the audio track's tokens), and
+Qwen-VL conversation parsing. The main process batches what they return through the image / audio
+models. `__getitem__` never raises: any exception is returned as a `Failure`.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from ..audio.io import SAMPLE_RATE, load_audio, prepare_waveform
+from ..image.preprocess import preprocess
+from .items import AUDIO, CONVERSATION, IMAGE, INVALID, VIDEO, Item
+
+
+@dataclass
+class DecodeOptions:
+    """How inputs become tokenizer inputs (the same preprocessing the tokenizers' own encode applies)."""
+
+    image_size: int | None = None        # None: the image tokenizer's image_size ("native": own size)
+    image_mode: str = "center_crop"
+    downsample_factor: int = 16
+    video_tokenizer: object = None       # mmtok.video.VideoTokenizer (None: videos fail)
+    audio_tokenizer: object = None       # AudioTokenizer (audio inputs fail without one)
+
+
+@dataclass
+class Work:
+    """One item to decode: its place in the output (shard, slot) and the input itself."""
+
+    shard: int
+    slot: int
+    item: Item
+
+
+@dataclass
+class Decoded:
+    work: Work
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    work: Work
+    error: str
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class DecodingDataset(torch.utils.data.Dataset):
+    """Map-style dataset over `Work` items; each decodes to a `Decoded` payload or a `Failure`."""
+
+    def __init__(self, works: list[Work], options: DecodeOptions):
+        self.works = works
+        self.options = options
+
+    def __len__(self) -> int:
+        return len(self.works)
+
+    def __getitem__(self, index: int):
+        work = self.works[index]
+        try:
+            return Decoded(work, decode_item(work.item, self.options))
+        except Exception as exc:  # noqa: BLE001 - a bad input must never stop the run
+            return Failure(work, describe_error(exc))
+
+
+def collate_list(batch: list) -> list:
+    """DataLoader collate that keeps items as they are."""
+    return batch
+
+
+def decode_item(item: Item, options: DecodeOptions) -> dict:
+    if item.error is not None or item.modality == INVALID:
+        raise ValueError(item.error.split(": ", 1)[-1] if item.error else f"{item.key}: invalid input")
+    if item.modality == IMAGE:
+        return {"pixels": image_pixels(_image_source(item), options)}
+    if item.modality == AUDIO:
+        if options.audio_tokenizer is None:
+            raise ValueError(f"{item.key}: audio input but no audio tokenizer was given (--audio-tokenizer)")
+        return {"waveform": _audio(item)}
+    if item.modality == VIDEO:
+        return _video(item, options)
+    if item.modality == CONVERSATION:
+        return _conversation(item, options)
+    raise ValueError(f"{item.key}: unknown modality {item.modality!r}")
+
+
+def _member_bytes(item: Item) -> bytes:
+    with open(item.source, "rb") as f:
+        f.seek(item.offset)
+        data = f.read(item.size)
+    if len(data) != item.size:
+        raise ValueError(f"{item.source}: member {item.member} is truncated ({len(data)} of {item.size} bytes)")
+    return data
+
+
+def _image_source(item: Item):
+    if item.member is None:
+        return item.source
+    try:
+        with PILImage.open(io.BytesIO(_member_bytes(item))) as img:
+            return img.convert("RGB")
+    except OSError as exc:
+        raise ValueError(f"{item.key}: not a readable image ({exc})") from exc
+
+
+def image_pixels(source, options: DecodeOptions) -> torch.Tensor:
+    """(3, H, W) float32 in [-1, 1], exactly as ImageTokenizer.encode([source], size, mode) prepares it."""
+    size = options.image_size
+    return preprocess([source], size=size, mode=options.image_mode, factor=options.downsample_factor)[0]
+
+
+def _audio(item: Item) -> torch.Tensor:
+    if item.member is None:
+        return load_audio(item.source)
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(io.BytesIO(_member_bytes(item)), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError, TypeError) as exc:
+        raise ValueError(f"{item.key}: cannot read audio ({exc})") from None
+    if data.shape[0] == 0:
+        raise ValueError(f"{item.key}: audio file is empty (0 samples)")
+    return prepare_waveform(data.T, rate, SAMPLE_RATE, name=item.key)
+
+
+def _video(item: Item, options: DecodeOptions) -> dict:
+    video_tok = options.video_tokenizer
+    if video_tok is None:
+        raise ValueError(f"{item.key}: video input but no image tokenizer for its frames")
+    if item.member is None:
+        return video_frames(item.source, video_tok, options)
+    suffix = os.path.splitext(item.member)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as f:
+        f.write(_member_bytes(item))
+        f.flush()
+        return video_frames(f.name, video_tok, options)
+
+
+def video_frames(path, video_tok, options: DecodeOptions) -> dict:
+    """Sampled frames as tokenizer inputs (N, 3, S, S) with timestamps, plus the audio track's codes,
+    the same frames and pixels VideoTokenizer.encode would feed the image tokenizer."""
+    stamps, pixels = [], []
+    for sampled in video_tok.sample(path):
+        stamps.append(sampled.timestamp)
+        if video_tok.mode == "center_crop":
+            rgb = torch.from_numpy(np.ascontiguousarray(video_tok._square_rgb(sampled.frame)))
+            pixels.append(rgb.permute(2, 0, 1).float().div_(127.5).sub_(1.0))
+        else:
+            frame_options = DecodeOptions(video_tok.size, video_tok.mode, options.downsample_factor)
+            pixels.append(image_pixels(sampled.frame.to_image(), frame_options))
+    if not pixels:
+        raise ValueError(f"{path}: no frames were sampled")
+    from ..video import probe
+
+    audio_codes, audio_kind = None, None
+    if video_tok.audio_tokenizer is not None and probe(path).has_audio:
+        audio_codes = video_tok.encode_audio(path)
+        audio_kind = "audio_codec" if hasattr(video_tok.audio_tokenizer, "codebook_size") else "audio"
+    return {"frames": pixels, "timestamps": stamps, "audio_codes": audio_codes, "audio_kind": audio_kind}
+
+
+def _conversation(item: Item, options: DecodeOptions) -> dict:
+    """Segments of a Qwen-VL record with every <img> already preprocessed to pixels (codes still to come)."""
+    import pathlib
+
+    from ..stream.qwen_vl import conversation_segments
+    from ..stream.segments import Image
+
+    segments = conversation_segments(item.record, pathlib.Path(item.source).parent, image_size=options.image_size,
+                                     image_mode=options.image_mode, source=item.source)
+    pixels = {}
+    for segment in segments:
+        if isinstance(segment, Image):
+            key = str(segment.source)
+            if key not in pixels:
+                pixels[key] = image_pixels(key, options)
+            segment.source = pixels[key]
+    return {"segments": segments}

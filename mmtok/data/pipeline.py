@@ -1,0 +1,191 @@
+"""`tokenize_dataset`: inputs -> token shards, resumable, partitioned across ranks, losing nothing.
+
+Items are found in a fixed order and cut into fixed blocks of `shard_size`; shard i belongs to rank
+i % world_size. A rank skips its shards that are already complete, decodes the items of the others in
+DataLoader workers, batches them through the tokenizers in the main process and writes each shard
+atomically. Killing it at any moment loses at most the shards in progress, which the same command
+redoes identically. When no shard is missing, manifest.json and failures.jsonl are written.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import __version__
+from ..stream.vocabulary import Vocabulary
+from . import manifest as mf
+from .assembler import SampleRecord, ShardAssembler
+from .decoding import DecodeOptions, DecodingDataset, Failure, Work, collate_list
+from .discovery import discover
+from .items import items_hash
+from .shards import read_record, read_samples, remove_leftovers, token_dtype, write_shard
+from .tokenizers import describe, save_copy
+
+KILL_HOOK_ENV = "MMTOK_DATA_TEST_SIGKILL"  # test hook: "samples:N" or "write:K" -> SIGKILL this process
+
+
+@dataclass
+class Summary:
+    rank: int
+    world_size: int
+    inputs: int                 # items of the whole dataset
+    shards_total: int
+    shards_done_before: int     # this rank's shards found complete (skipped)
+    shards_written: int
+    processed: int              # items decoded and tokenized by this call
+    samples: int
+    failures: int
+    tokens: int
+    seconds: float
+    manifest: dict | None = None
+    failed_keys: list = field(default_factory=list)
+
+    @property
+    def items_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def rank_and_world(rank=None, world_size=None) -> tuple[int, int]:
+    """From the arguments, else RANK / WORLD_SIZE (torchrun and most launchers set them), else 0 / 1."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    return rank, world_size
+
+
+class _KillHook:
+    """Test-only: SIGKILL this process after N items, or in the middle of writing the K-th shard."""
+
+    def __init__(self):
+        spec = os.environ.get(KILL_HOOK_ENV, "")
+        kind, _, count = spec.partition(":")
+        self.kind, self.count = (kind, int(count)) if count else (None, 0)
+        self.seen = 0
+
+    def __call__(self, kind: str, _index=None) -> None:
+        if kind == self.kind:
+            self.seen += 1
+            if self.seen >= self.count:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=None, batch_size: int = 32,
+                     workers: int = 2, shard_size: int = 1000, image_size: int | None = None,
+                     image_mode: str = "center_crop", video_fps: float | None = 1.0,
+                     video_max_frames: int | None = None, max_grid: int = 64, retry_failures: bool = False,
+                     rank: int | None = None, world_size: int | None = None, progress: bool = True) -> Summary:
+    """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md."""
+    start = time.perf_counter()
+    if image_tokenizer is None and audio_tokenizer is None:
+        raise ValueError("give an image tokenizer and/or an audio tokenizer")
+    if shard_size < 1 or batch_size < 1 or workers < 0:
+        raise ValueError(f"shard_size and batch_size must be >= 1 and workers >= 0, got {shard_size}, "
+                         f"{batch_size}, {workers}")
+    rank, world_size = rank_and_world(rank, world_size)
+    out_dir = pathlib.Path(os.fspath(out_dir))
+    absolute = [os.path.abspath(os.fspath(p)) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    items = discover(absolute)
+    vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
+                                       max_grid=max_grid)
+    dtype = token_dtype(len(vocab))
+    if image_tokenizer is not None and image_mode != "native" and image_size is None:
+        image_size = int(image_tokenizer.image_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizers = {}
+    for name, tok in (("image", image_tokenizer), ("audio", audio_tokenizer)):
+        if tok is not None:
+            tokenizers[name] = describe(tok, save_copy(tok, out_dir, name))
+    total_shards = mf.num_shards(len(items), shard_size)
+    plan = {
+        "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "mmtok_version": __version__,
+        "dtype": dtype.name, "vocabulary": vocab.to_dict(), "tokenizers": tokenizers,
+        "options": {"image_size": image_size, "image_mode": image_mode, "video_fps": video_fps,
+                    "video_max_frames": video_max_frames, "max_grid": max_grid, "add_bos": True, "add_eos": True},
+        "inputs": {"paths": absolute, "count": len(items), "sha256": items_hash(items)},
+        "shard_size": shard_size, "num_shards": total_shards,
+    }
+    mf.check_or_write_plan(out_dir, plan)
+
+    works, carried, done_before = [], {}, 0
+    for shard in mf.shards_of_rank(total_shards, rank, world_size):
+        record = read_record(out_dir, shard)
+        slots = mf.shard_slice(shard, shard_size, len(items))
+        if record is not None and not (retry_failures and record["failures"]):
+            done_before += 1
+            continue
+        if record is not None:  # retry: keep the samples, redo only the failed items
+            failed = sorted(f["slot"] for f in record["failures"])
+            kept = iter(read_samples(out_dir, record))
+            carried[shard] = {slot: next(kept) for slot in range(len(slots)) if slot not in set(failed)}
+            works += [Work(shard, slot, items[slots[slot]]) for slot in failed]
+        else:
+            remove_leftovers(out_dir, shard)
+            carried[shard] = {}
+            works += [Work(shard, slot, items[i]) for slot, i in enumerate(slots)]
+
+    video_tok = None
+    if image_tokenizer is not None:
+        from ..video import VideoTokenizer
+
+        video_tok = VideoTokenizer(image_tokenizer, audio_tokenizer=audio_tokenizer, fps=video_fps,
+                                   max_frames=video_max_frames, size=image_size, mode=image_mode,
+                                   batch_size=batch_size)
+    options = DecodeOptions(image_size=image_size, image_mode=image_mode,
+                            downsample_factor=int(image_tokenizer.downsample_factor) if image_tokenizer else 1,
+                            video_tokenizer=video_tok, audio_tokenizer=audio_tokenizer)
+    summary = Summary(rank, world_size, len(items), total_shards, done_before, 0, 0, 0, 0, 0, 0.0)
+    _run(works, carried, options, out_dir, vocab, dtype, image_tokenizer, audio_tokenizer, batch_size, workers,
+         summary, progress)
+    if not mf.missing_shards(out_dir, plan):
+        summary.manifest = mf.merge_manifests(out_dir)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizer, audio_tokenizer, batch_size, workers,
+         summary: Summary, progress: bool) -> None:
+    from tqdm import tqdm
+
+    if not works:
+        return
+    kill = _KillHook()
+    expected: dict[int, int] = {}
+    for work in works:
+        expected[work.shard] = expected.get(work.shard, 0) + 1
+    loader = torch.utils.data.DataLoader(
+        DecodingDataset(works, options), batch_size=min(batch_size, 16), shuffle=False, num_workers=workers,
+        collate_fn=collate_list, prefetch_factor=4 if workers else None)
+    assemblers: dict[int, ShardAssembler] = {}
+    bar = tqdm(total=len(works), unit="item", disable=not progress, dynamic_ncols=True,
+               desc=f"tokenize rank {summary.rank}/{summary.world_size}" if summary.world_size > 1 else "tokenize")
+    with bar:
+        for batch in loader:
+            for result in batch:
+                shard = result.work.shard
+                assembler = assemblers.setdefault(shard, ShardAssembler(
+                    vocab, image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, batch_size=batch_size))
+                assembler.add(result)
+                summary.processed += 1
+                kill("samples")
+                expected[shard] -= 1
+                if expected[shard] == 0:
+                    _write(out_dir, shard, assemblers.pop(shard).finish(), carried.pop(shard), dtype, summary, kill)
+                    bar.set_postfix(failed=summary.failures, refresh=False)
+            bar.update(len(batch))
+
+
+def _write(out_dir, shard, results, carried, dtype, summary: Summary, kill) -> None:
+    merged = {**carried, **results}
+    ordered = [merged[slot] for slot in sorted(merged)]
+    record = write_shard(out_dir, shard, ordered, dtype, kill_hook=kill)
+    summary.shards_written += 1
+    summary.samples += sum(isinstance(r, SampleRecord) for r in results.values())
+    summary.failures += sum(isinstance(r, Failure) for r in results.values())
+    summary.failed_keys += [r.work.item.key for r in results.values() if isinstance(r, Failure)]
+    summary.tokens += record["tokens"]

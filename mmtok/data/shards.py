@@ -1,0 +1,142 @@
+"""Shard files: a flat token file, a Parquet index and a small JSON record, written crash-safely.
+
+`shard-00012.bin` holds the token ids of every sample of shard 12, back to back (uint16 when the
+vocabulary fits, else int32, little-endian); `shard-00012.parquet` has one row per sample (key, source,
+modality, offset, length, grid, timestamps, meta); `shard-00012.json` lists the shard's failures and the
+size and sha256 of both files. Each file is written under a temporary name and renamed when complete,
+the JSON record last: a shard exists exactly when its record exists and the sizes match it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .assembler import SampleRecord
+from .decoding import Failure
+
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()), ("source", pa.string()), ("modality", pa.string()),
+    ("offset", pa.int64()), ("length", pa.int64()),
+    ("grid", pa.list_(pa.int32())), ("timestamps", pa.list_(pa.float64())), ("meta", pa.string()),
+])
+TEMP_MARK = ".tmp-"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<i4")
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _commit(temporary: pathlib.Path, final: pathlib.Path) -> None:
+    with open(temporary, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(temporary, final)
+
+
+def failure_record(failure: Failure) -> dict:
+    item = failure.work.item
+    source = item.source if item.member is None else f"{item.source}:{item.member}"
+    return {"key": item.key, "source": source, "modality": item.modality, "shard": failure.work.shard,
+            "slot": failure.work.slot, "error": failure.error}
+
+
+def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtype, *, kill_hook=None) -> dict:
+    """Write shard `index` from its results in slot order (SampleRecord or Failure); returns its record."""
+    name = shard_name(index)
+    samples = [r for r in results if isinstance(r, SampleRecord)]
+    failures = [failure_record(r) for r in results if isinstance(r, Failure)]
+    lengths = np.array([len(s.ids) for s in samples], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(samples) else lengths
+    tokens = np.concatenate([s.ids for s in samples]) if samples else np.zeros(0, dtype=np.int64)
+    if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(dtype).max):
+        raise ValueError(f"{name}: token ids outside the range of {dtype}")
+    suffix = f"{TEMP_MARK}{os.getpid()}"
+    record_path = out_dir / f"{name}.json"
+    if record_path.exists():  # rewriting (retry): the shard is incomplete until the new record lands
+        record_path.unlink()
+
+    bin_path, bin_tmp = out_dir / f"{name}.bin", out_dir / f"{name}.bin{suffix}"
+    with open(bin_tmp, "wb") as f:
+        f.write(tokens.astype(dtype).tobytes())
+    _commit(bin_tmp, bin_path)
+    if kill_hook is not None:
+        kill_hook("write", index)
+
+    index_path, index_tmp = out_dir / f"{name}.parquet", out_dir / f"{name}.parquet{suffix}"
+    table = pa.table({
+        "key": [s.key for s in samples], "source": [s.source for s in samples],
+        "modality": [s.modality for s in samples], "offset": offsets, "length": lengths,
+        "grid": [s.grid for s in samples], "timestamps": [s.timestamps for s in samples],
+        "meta": [None if s.meta is None else json.dumps(s.meta, sort_keys=True) for s in samples],
+    }, schema=INDEX_SCHEMA)
+    pq.write_table(table, index_tmp, compression="zstd")
+    _commit(index_tmp, index_path)
+
+    record = {
+        "name": name, "shard": index, "inputs": len(results), "samples": len(samples), "failures": failures,
+        "tokens": int(tokens.size), "dtype": dtype.name,
+        "tokens_file": {"path": bin_path.name, "bytes": bin_path.stat().st_size, "sha256": _sha256(bin_path)},
+        "index_file": {"path": index_path.name, "bytes": index_path.stat().st_size, "sha256": _sha256(index_path)},
+        "by_modality": _by_modality(samples, failures),
+    }
+    record_tmp = out_dir / f"{name}.json{suffix}"
+    record_tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    _commit(record_tmp, record_path)
+    return record
+
+
+def _by_modality(samples: list[SampleRecord], failures: list[dict]) -> dict:
+    counts: dict = {}
+    for s in samples:
+        entry = counts.setdefault(s.modality, {"samples": 0, "failures": 0, "tokens": 0})
+        entry["samples"] += 1
+        entry["tokens"] += int(len(s.ids))
+    for f in failures:
+        counts.setdefault(f["modality"], {"samples": 0, "failures": 0, "tokens": 0})["failures"] += 1
+    return {k: counts[k] for k in sorted(counts)}
+
+
+def read_record(out_dir: pathlib.Path, index: int) -> dict | None:
+    """The shard's record if the shard is complete (record present, both files of the recorded size)."""
+    name = shard_name(index)
+    try:
+        record = json.loads((out_dir / f"{name}.json").read_text())
+        for key in ("tokens_file", "index_file"):
+            if (out_dir / record[key]["path"]).stat().st_size != record[key]["bytes"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def remove_leftovers(out_dir: pathlib.Path, index: int) -> None:
+    """Delete temporary files of a shard a killed run left behind."""
+    for path in out_dir.glob(f"{shard_name(index)}.*{TEMP_MARK}*"):
+        path.unlink(missing_ok=True)
+
+
+def read_samples(out_dir: pathlib.Path, record: dict) -> list[SampleRecord]:
+    """The samples of a complete shard, back as SampleRecords (used to keep them when retrying failures)."""
+    table = pq.read_table(out_dir / record["index_file"]["path"]).to_pylist()
+    tokens = np.fromfile(out_dir / record["tokens_file"]["path"], dtype=np.dtype(record["dtype"]).newbyteorder("<"))
+    return [SampleRecord(row["key"], row["source"], row["modality"],
+                         tokens[row["offset"]: row["offset"] + row["length"]].astype(np.int64), row["grid"],
+                         row["timestamps"], None if row["meta"] is None else json.loads(row["meta"]))
+            for row in table]
