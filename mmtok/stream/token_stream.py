@@ -4,13 +4,12 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from .decoder import DecodedSegments, decode_ids
 from .encoder import encode_segments
 from .errors import VocabularyMismatchError
-from .segments import Audio, AudioCodec, Frame, Image, Text, Video
+from .segments import Audio, AudioCodec, Image, Video
 from .vocabulary import Vocabulary
 
 DECODE_BATCH = 16  # images decoded to pixels per tokenizer call (bounds memory for long videos)
@@ -116,7 +115,7 @@ class TokenStream:
         by_grid: dict[tuple, list[Image]] = {}
         for image in images:
             by_grid.setdefault(tuple(image.codes.shape), []).append(image)
-        with torch.inference_mode():
+        with torch.no_grad():
             for group in by_grid.values():
                 for i in range(0, len(group), DECODE_BATCH):
                     chunk = group[i: i + DECODE_BATCH]
@@ -128,7 +127,7 @@ class TokenStream:
         clips = [s for s in _walk(segments) if isinstance(s, AudioCodec)]
         if clips and self.audio_codec is None:
             raise ValueError("decode_audio=True needs an audio_codec")
-        with torch.inference_mode():
+        with torch.no_grad():
             for clip in clips:
                 if clip.codes.shape[1] == 0:
                     clip.waveform = torch.zeros(0)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import VocabularyMismatchError
-from .text import ByteTokenizer, TextTokenizer, as_text_tokenizer
+from .text import ByteTokenizer, as_text_tokenizer
 
 SPECIAL_TOKENS = (
     "bos", "eos", "pad",

@@ -72,7 +72,7 @@ def tokenize_audio_track(path, tokenizer, *, chunk_seconds: float = 30.0, margin
     def chunks():
         return iter_audio_chunks(path, sample_rate=rate, chunk_seconds=chunk_seconds, multiple=hop)
 
-    with torch.inference_mode():
+    with torch.no_grad():
         if callable(getattr(tokenizer, "stream", None)):
             parts = list(tokenizer.stream(chunks, rate))
         elif hasattr(tokenizer, "hop_length"):

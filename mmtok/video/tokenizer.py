@@ -135,7 +135,7 @@ class VideoTokenizer:
 
     def _encode_batch(self, batch: list[SampledFrame]) -> tuple[torch.Tensor, torch.Tensor]:
         stamps = torch.tensor([s.timestamp for s in batch], dtype=torch.float64)
-        with torch.inference_mode():
+        with torch.no_grad():
             if self.mode == "center_crop":
                 pixels = torch.from_numpy(np.stack([self._square_rgb(s.frame) for s in batch]))
                 images = pixels.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
