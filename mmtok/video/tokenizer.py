@@ -53,6 +53,7 @@ class VideoTokenizer:
         self.max_frames = max_frames
         self.num_frames = num_frames
         self.keyframes = keyframes
+        self.requested_size = size  # what "pad" / "native" pass on (None: the image tokenizer's default)
         self.size = int(size or image_tokenizer.image_size)
         if mode not in ("center_crop", "pad", "native"):
             raise ValueError(f"mode must be 'center_crop', 'pad' or 'native', got {mode!r}")
@@ -142,7 +143,7 @@ class VideoTokenizer:
                 codes = self.image_tokenizer.encode(images)
             else:
                 images = [s.frame.to_image() for s in batch]
-                codes = self.image_tokenizer.encode(images, size=self.size, mode=self.mode)
+                codes = self.image_tokenizer.encode(images, size=self.requested_size, mode=self.mode)
         return stamps, codes.to(torch.int64).cpu()
 
     def _square_rgb(self, frame) -> np.ndarray:
