@@ -11,7 +11,7 @@ import json
 import sys
 
 # modules that define commands, in the order they are listed by --help
-COMMAND_MODULES = ("mmtok.demo", "mmtok.data.cli", "mmtok.train.cli")
+COMMAND_MODULES = ("mmtok.demo", "mmtok.stream.cli", "mmtok.data.cli", "mmtok.train.cli")
 
 
 def _cmd_info(args) -> int:
