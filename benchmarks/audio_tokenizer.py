@@ -13,7 +13,7 @@ threads. Memory: peak RSS of a fresh subprocess per variant and clip length, min
 the audio (so imports and the 8192-code tables are not counted); one-shot grows with the clip, streaming
 must stay flat.
 
-    python benchmarks/audio_tokenizer.py [--quick] [--minutes 10]
+    python benchmarks/audio_tokenizer.py [--quick] [--minutes 10] [--threads N]
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import soundfile
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import max_rss_mb, median_seconds, print_table, write_json  # noqa: E402
+from _common import median_seconds, print_table, write_json  # noqa: E402
 
 from mmtok.audio.io import load_audio  # noqa: E402
 from mmtok.audio.tokenizer import AudioTokenizer  # noqa: E402
@@ -93,25 +93,38 @@ def measure_memory(variant: str, seconds: float, workdir: pathlib.Path) -> dict:
     path = workdir / f"clip_{int(seconds)}s.wav"
     if not path.exists():
         soundfile.write(str(path), speech_like(seconds), 16000, subtype="FLOAT")
-    out = subprocess.run([sys.executable, __file__, "--child", variant, str(path)], capture_output=True, text=True,
-                         check=True)
+    command = [sys.executable, __file__, "--child", variant, str(path), "--threads", str(torch.get_num_threads())]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM: unlike ru_maxrss it is not inherited across fork/exec)."""
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(variant: str, path: str) -> None:
     tokenizer = AudioTokenizer()
     tokenizer.encode(torch.from_numpy(speech_like(2.0)), 16000)  # warm up kernels and allocator
-    before = max_rss_mb()
+    before = peak_rss_mb()
     tokens = run_variant(variant, path, tokenizer)
-    print(json.dumps({"before_mb": before, "peak_mb": max_rss_mb(), "tokens": int(tokens.shape[-1])}))
+    print(json.dumps({"before_mb": before, "peak_mb": peak_rss_mb(), "tokens": int(tokens.shape[-1])}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1-minute clip, fewer repeats and lengths")
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         return child(*args.child)
 
@@ -159,7 +172,8 @@ def main() -> None:
     print("\npeak memory (fresh process per row; extra = peak RSS minus RSS before reading the audio)")
     print_table(["variant", "audio s", "tokens", "extra MiB", "peak RSS MiB"],
                 [[m["variant"], m["audio_seconds"], m["tokens"], m["extra_mb"], m["peak_mb"]] for m in memory])
-    write_json("audio_tokenizer", {"clip_seconds": seconds, "speed": speed, "memory": memory})
+    write_json("audio_tokenizer", {"clip_seconds": seconds, "threads": torch.get_num_threads(), "speed": speed,
+                                   "memory": memory})
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ def test_25_tokens_per_second(tokenizer, speech, seed):
         frames = 1 + (n - 400) // 160
         assert tokens.shape == (1, frames // 4) and tokens.dtype == torch.int64
         assert abs(tokens.shape[1] - 25 * n / 16000) <= 1.5
-    long = _speech_like(speech, 20.0, rng)
-    assert tokenizer.encode(long, 16000).shape[1] in (499, 500)
+    long = _speech_like(speech, 12.0, rng)
+    assert tokenizer.encode(long, 16000).shape[1] in (299, 300)
 
 
 def test_codes_do_not_collapse_on_real_speech(tokenizer, speech, seed):
@@ -116,14 +116,14 @@ def test_streaming_equals_one_shot(speech, seed, frontend):
 
 def test_chunked_file_equals_one_shot_file(tokenizer, speech, seed, tmp_path):
     rng = np.random.default_rng(seed)
-    clip = _speech_like(speech, 24.0, rng).numpy()
+    clip = _speech_like(speech, 12.0, rng).numpy()
     resampled = np.interp(np.arange(0, len(clip), 16000 / 44100), np.arange(len(clip)), clip)
     stereo = np.stack([resampled, 0.5 * resampled[::-1]], axis=1).astype(np.float32)
     path = tmp_path / "stereo44k.flac"
     soundfile.write(str(path), stereo, 44100, subtype="PCM_24")
     whole = tokenizer.encode_file(path)
-    chunked = tokenizer.encode_file(path, chunk_seconds=float(rng.uniform(0.3, 7.0)))
-    assert torch.equal(chunked, whole) and whole.shape[1] in (599, 600)
+    chunked = tokenizer.encode_file(path, chunk_seconds=float(rng.uniform(0.3, 5.0)))
+    assert torch.equal(chunked, whole) and whole.shape[1] in (299, 300)
 
 
 def test_silence_tokenizes_and_bad_input_is_named(tokenizer, tmp_path):

@@ -53,7 +53,8 @@ class AudioTokenizer:
         self.frontend_name, self.stack, self.seed = frontend, stack, int(seed)
         self.quantizer = RandomProjectionQuantizer(self.frontend.num_mel_bins * stack, code_dim=code_dim,
                                                    num_codes=num_codes, num_codebooks=num_codebooks, seed=seed)
-        self.stats = stats  # fixed (e.g. corpus) statistics; None = per-utterance
+        self.stats = None
+        self.stats = self._fixed_stats(stats)  # fixed (e.g. corpus) statistics; None = per utterance
 
     # ---- properties ---------------------------------------------------------------------------
     num_codes = property(lambda self: self.quantizer.num_codes)
@@ -99,15 +100,17 @@ class AudioTokenizer:
             out.append(self.quantizer(part)[: rows - start])
         return torch.cat(out).T.contiguous()
 
-    def _stats_for(self, features: torch.Tensor, stats) -> FeatureStats:
+    def _fixed_stats(self, stats) -> FeatureStats | None:
+        """The statistics to use for every clip: `stats`, else the tokenizer's own, else None (per utterance)."""
         stats = stats if stats is not None else self.stats
-        if stats is None:
-            return FeatureStats.from_features(features)
+        if stats is None or isinstance(stats, FeatureStats):
+            return stats
         if isinstance(stats, dict):
-            stats = FeatureStats.from_dict(stats)
-        if not isinstance(stats, FeatureStats):
-            raise ValueError(f"stats must be None, a FeatureStats or a {{'mean', 'std'}} dict, got {type(stats).__name__}")
-        return stats
+            return FeatureStats.from_dict(stats)
+        raise ValueError(f"stats must be None, a FeatureStats or a {{'mean', 'std'}} dict, got {type(stats).__name__}")
+
+    def _stats_for(self, features: torch.Tensor, stats) -> FeatureStats:
+        return self._fixed_stats(stats) or FeatureStats.from_features(features)
 
     @torch.no_grad()
     def log_mel(self, waveform, sample_rate: int) -> torch.Tensor:
@@ -159,11 +162,11 @@ class AudioTokenizer:
         per-utterance statistics from a first pass, which needs `chunks` to be re-iterable (a list,
         or a callable returning a fresh iterator); the tokens then equal `encode` of the whole clip.
         """
-        source = _replayable(chunks, name) if stats is None and self.stats is None else None
-        if source is not None:
+        stats = self._fixed_stats(stats)
+        if stats is None:  # first pass: the exact statistics of the whole stream
+            source = _replayable(chunks, name)
             stats = stream_stats(self.frontend, resampled(mono_chunks(source(), name), sample_rate), name)
             chunks = source()
-        stats = self._stats_for(torch.zeros(0, self.frontend.num_mel_bins), stats) if stats or self.stats else stats
         tokens = AudioTokenStream(self, stats, name)
         with torch.no_grad():
             for chunk in resampled(mono_chunks(chunks, name), sample_rate):
