@@ -1,0 +1,163 @@
+"""Benchmark: AudioCodec encode/decode speed (x real time) and peak memory on CPU, vs a DAC-style torch tree.
+
+Real 16 kHz configuration (encoder_dim 64, rates [2,4,5,8], decoder_dim 1536, rates [8,5,4,2], 12 codebooks of
+1024, dim 8) with random weights; the same state_dict is loaded into both models, so they compute the same
+function. The baseline (`dac_baseline.py`) is one-shot with weight norm recomputed per call and a cdist lookup,
+as DAC's code is; mmtok runs chunked with folded weights. Timings interleave the two models, same process,
+median of --repeats. Peak memory (max RSS of a fresh child process, model included) is measured for a long
+file through encode_file + decode_to_file, at two lengths to show it does not grow with the length.
+
+    python benchmarks/audio_codec.py            # 60 s timing, 10-minute file memory (slow on 2 cores)
+    python benchmarks/audio_codec.py --quick    # 8 s timing, 1 vs 2 minute memory
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from dac_baseline import DACStyleCodec  # noqa: E402
+
+from mmtok.audio.codec import AudioCodec  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "audio_codec.json"
+SAMPLE_RATE = 16000
+
+
+def build_models(seed: int = 0) -> tuple[DACStyleCodec, AudioCodec]:
+    torch.manual_seed(seed)
+    baseline = DACStyleCodec().eval()
+    codec = AudioCodec()
+    codec.load_state_dict(baseline.state_dict(), strict=True)  # identical key sets: the same architecture
+    return baseline, codec.eval()
+
+
+def speech_like(seconds: float, seed: int = 1) -> torch.Tensor:
+    """Noise shaped by a slow random envelope (not silence, not stationary), in [-1, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    n = int(seconds * SAMPLE_RATE)
+    envelope = torch.rand(n // 1600 + 2, generator=gen).repeat_interleave(1600)[:n]
+    return (torch.randn(n, generator=gen) * 0.2 * envelope).clamp(-1, 1)
+
+
+def time_interleaved(tasks: dict, repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in tasks}
+    for _ in range(repeats):
+        for name, fn in tasks.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def run_speed(seconds: float, repeats: int) -> dict:
+    baseline, codec = build_models()
+    audio = speech_like(seconds)
+    with torch.no_grad():
+        codes = codec.encode(audio, SAMPLE_RATE)
+        base_codes = baseline.encode(audio.view(1, 1, -1))[0]
+        wave = codec.decode(codes)
+        base_wave = baseline.decode(codes[None])[0, 0]
+    agree = (codes == base_codes).float().mean().item()
+    diff = (wave - base_wave).abs().max().item()
+    print(f"sanity: codes agree {agree:.4%}, decode max |diff| {diff:.2e}")
+    with torch.no_grad():
+        times = time_interleaved({
+            "encode dac-style": lambda: baseline.encode(audio.view(1, 1, -1)),
+            "encode mmtok": lambda: codec.encode(audio, SAMPLE_RATE),
+            "decode dac-style": lambda: baseline.decode(codes[None]),
+            "decode mmtok": lambda: codec.decode(codes),
+        }, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = {}
+    for op in ("encode", "decode"):
+        base, mine = med[f"{op} dac-style"], med[f"{op} mmtok"]
+        rows[op] = {"dac_style_s": base, "mmtok_s": mine, "dac_style_xrt": seconds / base,
+                    "mmtok_xrt": seconds / mine, "speedup": base / mine,
+                    "all_runs_s": {"dac_style": times[f"{op} dac-style"], "mmtok": times[f"{op} mmtok"]}}
+    return {"seconds": seconds, "repeats": repeats, "codes_agree": agree, "decode_max_abs_diff": diff, **rows}
+
+
+def memory_child(kind: str, seconds: float) -> None:
+    """Run in a fresh process: one long-file round trip (or a baseline one-shot); print peak RSS in MiB."""
+    import resource
+
+    import soundfile
+
+    baseline, codec = build_models()
+    if kind == "mmtok":
+        del baseline
+    else:
+        del codec
+    audio = speech_like(seconds)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "mmtok":
+            path = pathlib.Path(tmp) / "long.wav"
+            soundfile.write(path, audio.numpy(), SAMPLE_RATE, subtype="PCM_16")
+            del audio
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            codes = codec.encode_file(path)
+            codec.decode_to_file(codes, pathlib.Path(tmp) / "back.wav")
+        else:
+            with torch.no_grad():
+                baseline.decode(baseline.encode(audio.view(1, 1, -1)))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": peak, "rss_before_mib": before}))
+
+
+def measure_memory(kind: str, seconds: float) -> dict:
+    cmd = [sys.executable, __file__, "--memory-child", kind, "--seconds", str(seconds)]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return {**json.loads(out), "wall_s": time.perf_counter() - start, "audio_s": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8 s timing, memory at 1 and 2 minutes")
+    parser.add_argument("--seconds", type=float, default=None, help="audio length for timing (default 60)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--memory-minutes", type=float, nargs="+", default=None,
+                        help="long-file lengths for the memory test (default 1 10)")
+    parser.add_argument("--memory-child", choices=["mmtok", "dac-style"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.seconds)
+        return
+    seconds = args.seconds or (8.0 if args.quick else 60.0)
+    repeats = args.repeats or (2 if args.quick else 3)
+    minutes = args.memory_minutes or ([1.0, 2.0] if args.quick else [1.0, 10.0])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; real 16 kHz DAC config, random weights")
+
+    speed = run_speed(seconds, repeats)
+    print(f"\n{seconds:g} s of audio, median of {repeats} (x real time = audio seconds / wall seconds)")
+    print(f"{'op':<8}{'dac-style s':>13}{'mmtok s':>10}{'dac-style xRT':>15}{'mmtok xRT':>11}{'speedup':>9}")
+    for op in ("encode", "decode"):
+        r = speed[op]
+        print(f"{op:<8}{r['dac_style_s']:>13.2f}{r['mmtok_s']:>10.2f}{r['dac_style_xrt']:>15.2f}"
+              f"{r['mmtok_xrt']:>11.2f}{r['speedup']:>8.2f}x")
+
+    memory = {"mmtok": [measure_memory("mmtok", m * 60) for m in minutes],
+              "dac-style": [measure_memory("dac-style", seconds)]}
+    print("\npeak memory (max RSS of a fresh process, model weights included)")
+    print(f"{'model':<34}{'audio':>9}{'peak MiB':>10}{'before MiB':>12}")
+    for m, r in zip(minutes, memory["mmtok"]):
+        print(f"{'mmtok encode_file+decode_to_file':<34}{m:>7g} m{r['peak_rss_mib']:>10.0f}{r['rss_before_mib']:>12.0f}")
+    r = memory["dac-style"][0]
+    print(f"{'dac-style one-shot encode+decode':<34}{seconds:>7g} s{r['peak_rss_mib']:>10.0f}{r['rss_before_mib']:>12.0f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"threads": torch.get_num_threads(), "speed": speed, "memory": memory}, indent=2))
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
