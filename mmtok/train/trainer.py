@@ -114,6 +114,13 @@ class VQGANTrainer:
         (loss * scale).backward()
         return loss.detach()
 
+    def _broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's BatchNorm statistics everywhere (DDP only does this at the next forward), so every rank
+        holds the same discriminator after each step."""
+        if self.world > 1:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def train_step(self) -> dict:
         """One optimisation step (all micro-batches); returns the step's mean losses as floats."""
         cfg, step = self.cfg, self.step
@@ -144,6 +151,7 @@ class VQGANTrainer:
                 with (self.disc_ddp.no_sync() if not sync else _null()):
                     records[micro]["d_loss"] = self._disc_pass(x, recon, scale)
             self.opt_d.step()
+            self._broadcast_buffers(self.disc)
         self.step += 1
         out = {k: sum(float(r[k]) for r in records) / len(records) for k in records[0]}
         out["psnr"] = 10 * math.log10(4.0 / max(out["mse"], 1e-12))  # peak-to-peak 2 in [-1, 1]
