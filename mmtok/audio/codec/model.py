@@ -26,8 +26,8 @@ from .quantizer import ResidualVectorQuantizer
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 FORMAT = "mmtok.AudioCodec"
-DEFAULT_ENCODE_CHUNK_SECONDS = 10.0
-DEFAULT_DECODE_CHUNK_SECONDS = 5.0
+DEFAULT_ENCODE_CHUNK_SECONDS = 6.0  # the largest activation (64 x 96k samples) stays under 32 MiB
+DEFAULT_DECODE_CHUNK_SECONDS = 4.0  # likewise 96 x 64k samples
 
 
 class AudioCodec(nn.Module):
