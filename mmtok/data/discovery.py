@@ -44,16 +44,16 @@ def discover(inputs) -> list[Item]:
 
 def discover_folder(root: pathlib.Path) -> list[Item]:
     """Media files under `root` (hidden entries skipped), keyed by their path relative to it."""
-    items = []
+    found = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
             modality = modality_of(name)
             if name.startswith(".") or modality is None:
                 continue
             path = pathlib.Path(folder) / name
-            items.append(Item(key=path.relative_to(root).as_posix(), source=str(path), modality=modality))
-    return items
+            found.append((path.relative_to(root).as_posix(), str(path), modality))
+    return [Item(key=key, source=source, modality=modality) for key, source, modality in sorted(found)]
 
 
 def _entry_item(entry, base: pathlib.Path, where: str) -> Item:
