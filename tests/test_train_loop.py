@@ -6,6 +6,7 @@ import json
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from mmtok.image import ImageTokenizer
 from mmtok.train.config import TrainConfig
@@ -113,3 +114,21 @@ def test_export_loads_as_image_tokenizer(tmp_path, seed):
     preview = tmp_path / "grid.png"
     trainer.write_preview(str(preview))
     assert preview.stat().st_size > 0
+
+
+def test_cli_trains_resumes_and_exports(tmp_path, seed):
+    from mmtok.__main__ import main
+
+    photos = smooth_photos(2, torch.Generator().manual_seed(seed))
+    for i, photo in enumerate(photos):
+        Image.fromarray(photo.permute(1, 2, 0).numpy()).save(tmp_path / f"p{i}.png")
+    out = tmp_path / "run"
+    common = [str(tmp_path), "--out-dir", str(out), "--model", json.dumps(TINY), "--crop", "16", "--min-side", "32",
+              "--batch-size", "2", "--grid-every", "0", "--seed", str(seed % 1000), "--no-bf16"]
+    assert main(["train-vqgan", *common, "--steps", "2"]) == 0
+    assert main(["train-vqgan", *common, "--steps", "3", "--resume", str(out / "checkpoints"),
+                 "--export", str(tmp_path / "tok"), "--export-fp16"]) == 0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 3]
+    tok = ImageTokenizer.from_pretrained(tmp_path / "tok")
+    assert tok.num_codes == TINY["num_codes"] and tok.downsample_factor == 2
