@@ -15,7 +15,7 @@ import torch
 
 from ..stream.encoder import encode_segments
 from ..stream.segments import Audio, AudioCodec, Frame, Image, Video
-from .decoding import Decoded, Failure, Work, describe_error
+from .decoding import Failure, Work, describe_error
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO
 
 MAX_AUDIO_SAMPLES = 16000 * 600  # flush pending audio beyond 10 minutes of samples
@@ -150,6 +150,8 @@ class ShardAssembler:
         if item.modality == IMAGE:
             segments, grid = [Image(codes=codes["image"])], list(codes["image"].shape)
         elif item.modality == AUDIO:
+            if codes["audio"].shape[1] == 0:
+                raise ValueError(f"{item.key}: audio too short to give a single token")
             segments, grid = [Audio(codes=codes["audio"])], list(codes["audio"].shape)
         elif item.modality == VIDEO:
             timestamps = [float(t) for t in payload["timestamps"]]

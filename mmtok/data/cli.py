@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--video-fps", type=float, default=1.0, help="frames sampled per second of video (default 1)")
     p.add_argument("--video-max-frames", type=int, help="at most this many frames per video")
     p.add_argument("--max-grid", type=int, default=64, help="largest image grid side in the vocabulary (default 64)")
-    p.add_argument("--device", help="device for the tokenizers (default cpu)")
+    p.add_argument("--device", help="device for the tokenizers (default cpu; under torchrun 'cuda' means cuda:$LOCAL_RANK)")
     p.add_argument("--retry-failures", action="store_true", help="redo only the inputs listed in failures")
     p.add_argument("--rank", type=int, help="this process's rank (default: $RANK or 0)")
     p.add_argument("--world-size", type=int, help="number of ranks (default: $WORLD_SIZE or 1)")
@@ -43,9 +44,12 @@ def _tokenize(args: argparse.Namespace) -> int:
     from .pipeline import tokenize_dataset
     from .tokenizers import load_audio_tokenizer, load_image_tokenizer
 
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
     try:
         image_tok = (load_image_tokenizer(args.image_tokenizer, config_path=args.image_tokenizer_config,
-                                          device=args.device) if args.image_tokenizer else None)
+                                          device=device) if args.image_tokenizer else None)
         audio_tok = load_audio_tokenizer(args.audio_tokenizer) if args.audio_tokenizer else None
         summary = tokenize_dataset(
             args.inputs, args.out, image_tokenizer=image_tok, audio_tokenizer=audio_tok, batch_size=args.batch_size,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 import tempfile
 from dataclasses import dataclass, field
 
@@ -173,8 +174,6 @@ def video_frames(path, video_tok, options: DecodeOptions) -> dict:
 
 def _conversation(item: Item, options: DecodeOptions) -> dict:
     """Segments of a Qwen-VL record with every <img> already preprocessed to pixels (codes still to come)."""
-    import pathlib
-
     from ..stream.qwen_vl import conversation_segments
     from ..stream.segments import Image
 

@@ -26,6 +26,7 @@ from .items import items_hash
 from .shards import read_record, read_samples, remove_leftovers, token_dtype, write_shard
 from .tokenizers import describe, save_copy
 
+MAX_LISTED_FAILURES = 1000  # keys kept in the Summary (failures.jsonl has them all)
 KILL_HOOK_ENV = "MMTOK_DATA_TEST_SIGKILL"  # test hook: "samples:N" or "write:K" -> SIGKILL this process
 
 
@@ -140,6 +141,8 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                             downsample_factor=int(image_tokenizer.downsample_factor) if image_tokenizer else 1,
                             video_tokenizer=video_tok, audio_tokenizer=audio_tokenizer)
     summary = Summary(rank, world_size, len(items), total_shards, done_before, 0, 0, 0, 0, 0, 0.0)
+    if works:  # the manifest describes finished runs only: never leave a stale one next to shards being rewritten
+        (out_dir / mf.MANIFEST_FILE).unlink(missing_ok=True)
     _run(works, carried, options, out_dir, vocab, dtype, image_tokenizer, audio_tokenizer, batch_size, workers,
          summary, progress)
     if not mf.missing_shards(out_dir, plan):
@@ -187,5 +190,6 @@ def _write(out_dir, shard, results, carried, dtype, summary: Summary, kill) -> N
     summary.shards_written += 1
     summary.samples += sum(isinstance(r, SampleRecord) for r in results.values())
     summary.failures += sum(isinstance(r, Failure) for r in results.values())
-    summary.failed_keys += [r.work.item.key for r in results.values() if isinstance(r, Failure)]
+    if len(summary.failed_keys) < MAX_LISTED_FAILURES:
+        summary.failed_keys += [r.work.item.key for r in results.values() if isinstance(r, Failure)]
     summary.tokens += record["tokens"]
