@@ -3,7 +3,7 @@
 A frontend is a per-frame transform (`frame_inputs` prepares one frame's samples, `features`
 turns a block of prepared frames into log-mel rows) plus a framing rule (window, hop, edge
 padding, frame count). Frames are always transformed in blocks of exactly `BLOCK_FRAMES` rows
-(the last one zero-padded): BLAS and FFT round a row differently when the number of rows
+(a partial block is filled up with unused rows): BLAS rounds a row differently when the number of rows
 changes (matrix-vector paths for tiny inputs), so a fixed block shape is what makes one-shot,
 batched and streamed features bit-identical. It also bounds the working memory.
 """
@@ -95,8 +95,8 @@ class FrameFrontend:
     def block_features(self, pieces: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
         """(segment, frame count) pieces, together at most BLOCK_FRAMES frames -> features of those frames.
 
-        The block is always BLOCK_FRAMES rows (unused rows stay zero), so every frame goes through
-        the FFT and the mel matrix product in a matrix of the same shape.
+        The block is always BLOCK_FRAMES rows, so every frame goes through the FFT and the mel
+        matrix product in a matrix of the same shape.
         """
         frames, aux = self._block_buffers()
         row = 0
@@ -144,15 +144,11 @@ class FrameFrontend:
     def clip_features(self, clips: list[torch.Tensor], names: list[str] | None = None) -> list[torch.Tensor]:
         """Features of each clip, with frames of all clips packed into shared fixed-size blocks."""
         names = names or [f"waveform[{i}]" for i in range(len(clips))]
-        jobs = []  # (clip index, padded signal, first frame, count) pieces, in order
-        counts = []
+        jobs = []  # (clip index, padded signal, frame count)
         for i, clip in enumerate(clips):
             clip = clip.to(torch.float32)
             self.check_length(clip.shape[-1], names[i])
-            total = self.num_frames(clip.shape[-1])
-            counts.append(total)
-            padded = self.padded(clip)
-            jobs.append((i, padded, total))
+            jobs.append((i, self.padded(clip), self.num_frames(clip.shape[-1])))
         results: list[list[torch.Tensor]] = [[] for _ in clips]
         pending: list[tuple[int, tuple[torch.Tensor, int]]] = []
         room = BLOCK_FRAMES
@@ -178,10 +174,6 @@ class FrameFrontend:
                     flush()
         flush()
         return [torch.cat(r) if len(r) > 1 else r[0] for r in results]
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def next_pow2(n: int) -> int:

@@ -8,6 +8,7 @@ and the frozen tables are all saved by `save_pretrained`, so a dataset's tokens 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import pathlib
@@ -20,7 +21,7 @@ from ..quantize import RandomProjectionQuantizer
 from .fbank import KaldiFbank
 from .features import FeatureStats, stack_frames
 from .frontend import BLOCK_FRAMES, FrameFrontend
-from .io import SAMPLE_RATE, _existing, _open_error, load_audio, prepare_waveform
+from .io import SAMPLE_RATE, audio_info, load_audio, prepare_waveform
 from .streaming import AudioTokenStream, mono_chunks, resampled, stream_stats
 from .whisper_mel import WhisperLogMel
 
@@ -30,13 +31,12 @@ PAD_ID = -1
 
 
 def build_frontend(name: str, options: dict | None = None) -> FrameFrontend:
+    """A frontend by name; `options` may be a saved `frontend.config()` (descriptive keys are ignored)."""
     if name not in FRONTENDS:
         raise ValueError(f"frontend must be one of {sorted(FRONTENDS)}, got {name!r}")
-    options = {k: v for k, v in (options or {}).items() if k not in ("name", "mel_scale", "log", "window",
-                                                                     "center", "pad_mode", "mel_norm")}
-    if name == "whisper" and "n_fft" not in options:
-        options = {("n_fft" if k == "frame_length" else k): v for k, v in options.items()}
-    return FRONTENDS[name](**options)
+    cls = FRONTENDS[name]
+    accepted = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in (options or {}).items() if k in accepted})
 
 
 class AudioTokenizer:
@@ -182,19 +182,19 @@ class AudioTokenizer:
             return self.encode(load_audio(path), SAMPLE_RATE, stats=stats, name=str(path))
         if not chunk_seconds > 0:
             raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
-        path = _existing(path)
-        try:
-            info = soundfile.info(str(path))
-        except (RuntimeError, soundfile.LibsndfileError, TypeError) as exc:
-            raise _open_error(path, exc) from None
+        info = audio_info(path)
+        path = pathlib.Path(os.fspath(path))
         if info.frames == 0:
             raise ValueError(f"{path}: audio file is empty (0 samples)")
         blocksize = max(1, int(chunk_seconds * info.samplerate))
 
         def read_chunks():
-            with soundfile.SoundFile(str(path)) as f:
-                for block in f.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-                    yield torch.from_numpy(block.T.copy())
+            try:
+                with soundfile.SoundFile(str(path)) as f:
+                    for block in f.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+                        yield torch.from_numpy(block.T.copy())
+            except (RuntimeError, soundfile.LibsndfileError) as exc:
+                raise ValueError(f"{path}: cannot read audio ({exc})") from None
 
         parts = list(self.stream(read_chunks, info.samplerate, stats=stats, name=str(path)))
         return torch.cat(parts, dim=1)
