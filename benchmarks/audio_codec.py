@@ -48,34 +48,36 @@ def speech_like(seconds: float, seed: int = 1) -> torch.Tensor:
     return (torch.randn(n, generator=gen) * 0.2 * envelope).clamp(-1, 1)
 
 
-def time_interleaved(tasks: dict, repeats: int) -> dict[str, list[float]]:
+def time_interleaved(tasks: dict, repeats: int) -> tuple[dict[str, list[float]], dict]:
+    """Run the tasks in turn, `repeats` rounds; returns the wall times and each task's first result."""
     times: dict[str, list[float]] = {name: [] for name in tasks}
+    results = {}
     for _ in range(repeats):
         for name, fn in tasks.items():
             start = time.perf_counter()
-            fn()
+            out = fn()
             times[name].append(time.perf_counter() - start)
-    return times
+            results.setdefault(name, out)
+    return times, results
 
 
 def run_speed(seconds: float, repeats: int) -> dict:
     baseline, codec = build_models()
     audio = speech_like(seconds)
     with torch.no_grad():
+        codes = codec.encode(speech_like(1.0), SAMPLE_RATE)  # warm up (extension load, oneDNN init)
+        codec.decode(codes)
+        baseline.decode(baseline.encode(speech_like(1.0).view(1, 1, -1)))
         codes = codec.encode(audio, SAMPLE_RATE)
-        base_codes = baseline.encode(audio.view(1, 1, -1))[0]
-        wave = codec.decode(codes)
-        base_wave = baseline.decode(codes[None])[0, 0]
-    agree = (codes == base_codes).float().mean().item()
-    diff = (wave - base_wave).abs().max().item()
-    print(f"sanity: codes agree {agree:.4%}, decode max |diff| {diff:.2e}")
-    with torch.no_grad():
-        times = time_interleaved({
-            "encode dac-style": lambda: baseline.encode(audio.view(1, 1, -1)),
+        times, out = time_interleaved({
+            "encode dac-style": lambda: baseline.encode(audio.view(1, 1, -1))[0],
             "encode mmtok": lambda: codec.encode(audio, SAMPLE_RATE),
-            "decode dac-style": lambda: baseline.decode(codes[None]),
+            "decode dac-style": lambda: baseline.decode(codes[None])[0, 0],
             "decode mmtok": lambda: codec.decode(codes),
         }, repeats)
+    agree = (out["encode mmtok"] == out["encode dac-style"]).float().mean().item()
+    diff = (out["decode mmtok"] - out["decode dac-style"]).abs().max().item()
+    print(f"sanity: codes agree {agree:.4%}, decode max |diff| {diff:.2e}")
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = {}
     for op in ("encode", "decode"):
