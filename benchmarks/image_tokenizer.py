@@ -158,11 +158,16 @@ class BaseQuantize(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(n, d)
 
-    def forward(self, z):
+    def forward(self, z, beta=0.25):
+        """taming's VectorQuantizer2 forward: (z_q straight-through, loss, indices)."""
         z = z.permute(0, 2, 3, 1).contiguous()
         flat = z.view(-1, z.shape[-1])
         d = (flat ** 2).sum(1, keepdim=True) + (self.embedding.weight ** 2).sum(1) - 2 * flat @ self.embedding.weight.t()
-        return torch.argmin(d, dim=1).view(z.shape[:-1])
+        indices = torch.argmin(d, dim=1)
+        z_q = self.embedding(indices).view(z.shape)
+        loss = torch.mean((z_q.detach() - z) ** 2) + beta * torch.mean((z_q - z.detach()) ** 2)
+        z_q = (z + (z_q - z).detach()).permute(0, 3, 1, 2).contiguous()
+        return z_q, loss, indices.view(z.shape[:-1])
 
 
 class BaselineVQGAN(nn.Module):
@@ -174,7 +179,7 @@ class BaselineVQGAN(nn.Module):
         self.quantize = BaseQuantize(cfg.num_codes, cfg.code_dim)
 
     def encode(self, x):
-        return self.quantize(self.quant_conv(self.encoder(x)))
+        return self.quantize(self.quant_conv(self.encoder(x)))[2]
 
     def decode(self, codes):
         zq = self.quantize.embedding(codes).permute(0, 3, 1, 2)
@@ -184,16 +189,25 @@ class BaselineVQGAN(nn.Module):
 # ------------------------------------------------------------------------------------------ timing
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, oneDNN primitive caches, compilation)
-    times = []
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved_medians(rows, repeats: int) -> dict:
+    """Median seconds of each (name, encode, decode) row; repeats are interleaved across rows so that load from
+    other processes on a shared machine falls on every variant alike. One warm-up call each first."""
+    times = {name: ([], []) for name, _, _ in rows}
+    for _, enc, dec in rows:
+        enc(), dec()
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, enc, dec in rows:
+            times[name][0].append(_timed(enc))
+            times[name][1].append(_timed(dec))
+    return {name: (statistics.median(e), statistics.median(d)) for name, (e, d) in times.items()}
 
 
 def main(argv=None):
@@ -217,14 +231,17 @@ def main(argv=None):
     baseline = BaselineVQGAN(cfg).eval().to(device)
     state = {k.replace("quantize.embedding.weight", "quantize.codebook"): v for k, v in baseline.state_dict().items()}
     variants = {}
-    for name, dtype in (("mmtok fp32", torch.float32), ("mmtok bf16", torch.bfloat16)):
-        tok = ImageTokenizer(cfg, dtype=dtype, device="cpu")
-        tok.model.load_state_dict(state)
-        variants[name] = tok.to(device)
+    channels_last = {"cpu": (False, True)}.get(device.type, (True,))
+    for dtype in (torch.float32, torch.bfloat16):
+        for cl in channels_last:
+            name = f"mmtok {'fp32' if dtype == torch.float32 else 'bf16'}{' channels-last' if cl else ''}"
+            tok = ImageTokenizer(cfg, dtype=dtype, device="cpu", channels_last=cl)
+            tok.model.load_state_dict(state)
+            variants[name] = tok.to(device)
     if args.compile:
-        tok = ImageTokenizer(cfg, dtype=torch.bfloat16, device="cpu")
+        tok = ImageTokenizer(cfg, dtype=torch.bfloat16, device="cpu", channels_last=True)
         tok.model.load_state_dict(state)
-        variants["mmtok bf16 compiled"] = tok.to(device).compile()
+        variants["mmtok bf16 cl compiled"] = tok.to(device).compile()
 
     x = torch.rand(args.batch, 3, args.size, args.size, device=device) * 2 - 1
     with torch.no_grad():
@@ -246,17 +263,16 @@ def main(argv=None):
         rows.append((name, (lambda t=tok: t.encode(x)), (lambda t=tok: t.decode(base_codes))))
 
     results = {}
-    for name, enc, dec in rows:
-        t_enc, t_dec = median_time(enc, args.repeats), median_time(dec, args.repeats)
+    for name, (t_enc, t_dec) in interleaved_medians(rows, args.repeats).items():
         results[name] = {"encode_images_per_s": args.batch / t_enc, "decode_images_per_s": args.batch / t_dec}
     base = results["upstream-style fp32"]
     print(f"\nimage tokenizer, {args.size}x{args.size}, batch {args.batch}, {args.codes} codes, device {device}, "
           f"threads {torch.get_num_threads()}, median of {args.repeats}")
-    print(f"{'variant':24s} {'encode img/s':>13s} {'ratio':>7s} {'decode img/s':>13s} {'ratio':>7s}")
+    print(f"{'variant':28s} {'encode img/s':>13s} {'ratio':>7s} {'decode img/s':>13s} {'ratio':>7s}")
     for name, r in results.items():
         r["encode_ratio"] = r["encode_images_per_s"] / base["encode_images_per_s"]
         r["decode_ratio"] = r["decode_images_per_s"] / base["decode_images_per_s"]
-        print(f"{name:24s} {r['encode_images_per_s']:13.3f} {r['encode_ratio']:6.2f}x "
+        print(f"{name:28s} {r['encode_images_per_s']:13.3f} {r['encode_ratio']:6.2f}x "
               f"{r['decode_images_per_s']:13.3f} {r['decode_ratio']:6.2f}x")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
