@@ -97,3 +97,14 @@ def test_fbank_frame_counts_and_too_short():
         fb(torch.randn(399))
     with pytest.raises(ValueError, match="dither"):
         KaldiFbank(dither=1.0)
+
+
+def test_fbank_never_reads_uninitialised_memory(speech, seed, monkeypatch):
+    """Scratch buffers full of NaN (as fresh memory may be) must not leak into any frame."""
+    clip = _random_clip(speech, np.random.default_rng(seed))
+    expected, _ = KaldiFbank()(clip)
+    real_empty_like, real_empty = torch.empty_like, torch.empty
+    monkeypatch.setattr(torch, "empty_like", lambda t, **kw: real_empty_like(t, **kw).fill_(float("nan")))
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: real_empty(*a, **kw).fill_(float("nan")))
+    poisoned, _ = KaldiFbank()(clip)
+    assert torch.equal(poisoned, expected)

@@ -126,6 +126,7 @@ class KaldiFbank(FrameFrontend):
         else:
             emphasised = torch.empty_like(segment)
             torch.sub(segment[1:], segment[:-1], alpha=k, out=emphasised[1:])
+            torch.mul(segment[:1], 1.0 - k, out=emphasised[:1])  # every element set: no stale NaN reaches a frame
         window = out[:, :length]
         torch.mul(emphasised.unfold(0, length, shift)[:count], self._scaled_window, out=window)
         if k != 0.0 and self.window[0] != 0.0:  # Kaldi: a frame's first sample is pre-emphasised against itself

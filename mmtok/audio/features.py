@@ -57,8 +57,8 @@ class FeatureStats:
         # scaling by a power of two and rounding to an integer are exact in float32; sums of at most
         # SUM_ROWS such integers (and of their squares, < 2**38 each) are exact in float64 in any order
         q = torch.round(features.reshape(-1, self.num_channels).to(torch.float32) * STATS_SCALE).to(torch.float64)
-        if bool((q.abs() >= 2.0 ** 19).any()):
-            raise ValueError("stats: features must lie in (-128, 128) for the sums to be exact")
+        if not bool((q.abs() < 2.0 ** 19).all()):  # also false for NaN
+            raise ValueError("stats: features must be finite and lie in (-128, 128) for the sums to be exact")
         rows = q.shape[0]
         self.count += rows
         if self.count > MAX_FRAMES:
