@@ -193,3 +193,16 @@ def test_feature_stats_are_exact_in_any_order(seed):
     torch.testing.assert_close(std, ref.std(0), atol=1e-4, rtol=0)
     normalized = whole.normalize(features)
     assert float(normalized.mean(0).abs().max()) < 1e-3 and float((normalized.std(0) - 1).abs().max()) < 1e-3
+
+
+def test_cli_writes_reproducible_tokens(speech, tmp_path, seed):
+    from mmtok.audio.cli import main
+
+    path = tmp_path / "clip.flac"
+    soundfile.write(str(path), (speech * 0.5).numpy(), 16000, subtype="PCM_24")
+    out = tmp_path / "tokens.jsonl"
+    assert main(["audio-tokens", str(path), "--out", str(out), "--seed", str(seed % 1000), "--chunk-seconds", "1.5"]) == 0
+    row = json.loads(out.read_text().splitlines()[0])
+    reloaded = AudioTokenizer.from_pretrained(tmp_path / "tokens.jsonl.tokenizer")
+    assert row["tokens"] == reloaded.encode(load_audio(path), 16000).tolist()
+    assert row["tokens"] == AudioTokenizer(seed=seed % 1000).encode_file(path).tolist()
