@@ -6,24 +6,29 @@ from dataclasses import dataclass, field
 
 
 def _small_model() -> dict:
-    """The default architecture: an f8 VQ-GAN small enough to train on a CPU (see docs/training.md)."""
+    """The default architecture: an f8 VQ-GAN small enough to train on a CPU (see docs/training.md).
+
+    The decoder's full-resolution stage is 64 channels wide although the encoder's is 32: with 32 channels
+    the 32-group GroupNorm before the output convolution is a per-channel instance norm, which erases each
+    channel's spatial mean, and the decoder then cannot reproduce an image's mean colour (grey outputs)."""
     return {"num_codes": 1024, "code_dim": 8, "z_channels": 64, "ch": 32, "ch_mult": [1, 2, 2, 4],
-            "num_res_blocks": 1, "attn_levels": [], "image_size": 256}
+            "decoder_ch_mult": [2, 2, 2, 4], "num_res_blocks": 1, "attn_levels": [], "l2_normalize": True,
+            "image_size": 256}
 
 
 @dataclass
 class TrainConfig:
     # model (a VQGANConfig dict) and quantizer training options
     model: dict = field(default_factory=_small_model)
-    ema_decay: float | None = 0.98  # None: codebook learned by gradient (codebook + commitment loss)
+    ema_decay: float | None = 0.95  # None: codebook learned by gradient (codebook + commitment loss)
     beta: float = 0.25  # commitment weight
     kmeans_init: bool = True
-    dead_code_threshold: float = 0.05
+    dead_code_threshold: float = 0.1
     # data
     crop: int = 64
     min_side: int = 256  # crops come from photos rescaled to a short side in [min_side, max_side]
     max_side: int = 640
-    batch_size: int = 8  # per rank, per micro-batch
+    batch_size: int = 6  # per rank, per micro-batch
     grad_accum: int = 1
     # objective
     l1_weight: float = 1.0
@@ -36,9 +41,9 @@ class TrainConfig:
     disc_layers: int = 3
     # optimisation
     steps: int = 1000
-    lr: float = 4e-4
+    lr: float = 6e-4
     disc_lr: float | None = None  # None: same as lr
-    betas: tuple = (0.5, 0.9)
+    betas: tuple = (0.9, 0.99)  # taming uses (0.5, 0.9); reconstruction-dominated training prefers these
     weight_decay: float = 0.0
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio at `steps`
