@@ -55,19 +55,19 @@ class FeatureStats:
         if features.shape[-1] != self.num_channels:
             raise ValueError(f"stats: expected {self.num_channels} channels, got {features.shape[-1]}")
         # scaling by a power of two and rounding to an integer are exact in float32; sums of at most
-        # SUM_ROWS such integers (and of their squares, < 2**38 each) are exact in float64 in any order
-        q = torch.round(features.reshape(-1, self.num_channels).to(torch.float32) * STATS_SCALE).to(torch.float64)
-        if not bool((q.abs() < 2.0 ** 19).all()):  # also false for NaN
-            raise ValueError("stats: features must be finite and lie in (-128, 128) for the sums to be exact")
-        rows = q.shape[0]
-        self.count += rows
-        if self.count > MAX_FRAMES:
+        # SUM_ROWS such integers (and of their squares, < 2**38 each) are exact in float64 in any order.
+        # Chunks of SUM_ROWS rows also keep the work in cache.
+        rows = features.reshape(-1, self.num_channels)
+        if self.count + rows.shape[0] > MAX_FRAMES:
             raise ValueError(f"stats: more than {MAX_FRAMES} frames; supply statistics with from_mean_std")
-        if rows % SUM_ROWS:
-            q = torch.cat([q, q.new_zeros(SUM_ROWS - rows % SUM_ROWS, self.num_channels)])
-        q = q.view(-1, SUM_ROWS, self.num_channels)
-        self._sum += q.sum(1).to(torch.int64).sum(0)
-        self._sum_sq += q.square_().sum(1).to(torch.int64).sum(0)
+        for chunk in rows.split(SUM_ROWS):
+            q = torch.round(chunk.to(torch.float32) * STATS_SCALE)
+            if not bool(q.abs().max() < 2.0 ** 19):  # also false for NaN
+                raise ValueError("stats: features must be finite and lie in (-128, 128) for the sums to be exact")
+            q = q.to(torch.float64)
+            self._sum += q.sum(0).to(torch.int64)
+            self._sum_sq += q.square_().sum(0).to(torch.int64)
+        self.count += rows.shape[0]
         self._cache = None
         return self
 

@@ -142,7 +142,12 @@ class FrameFrontend:
         return out, counts
 
     def clip_features(self, clips: list[torch.Tensor], names: list[str] | None = None) -> list[torch.Tensor]:
-        """Features of each clip, with frames of all clips packed into shared fixed-size blocks."""
+        """Features (frames, mels) of each clip, with frames of all clips packed into shared fixed-size blocks."""
+        return [torch.cat(r) if len(r) > 1 else r[0] for r in self.clip_feature_blocks(clips, names)]
+
+    def clip_feature_blocks(self, clips: list[torch.Tensor], names: list[str] | None = None
+                            ) -> list[list[torch.Tensor]]:
+        """Each clip's features as consecutive pieces (for a single clip: blocks of BLOCK_FRAMES rows)."""
         names = names or [f"waveform[{i}]" for i in range(len(clips))]
         jobs = []  # (clip index, padded signal, frame count)
         for i, clip in enumerate(clips):
@@ -173,7 +178,7 @@ class FrameFrontend:
                 if room == 0:
                     flush()
         flush()
-        return [torch.cat(r) if len(r) > 1 else r[0] for r in results]
+        return results
 
 
 def next_pow2(n: int) -> int:

@@ -86,18 +86,32 @@ class AudioTokenizer:
 
     # ---- the recipe ---------------------------------------------------------------------------
     def quantize_stacked(self, stacked: list[torch.Tensor]) -> torch.Tensor:
-        """Stacked, normalised frames (rows, stack * mels) -> (num_codebooks, total rows), in fixed row blocks."""
+        """Stacked, normalised frames (rows, stack * mels), in order -> (num_codebooks, total rows).
+
+        The rows go through the quantizer in blocks of exactly BLOCK_FRAMES // stack rows (the last one
+        filled up with zeros), whatever the pieces: BLAS rounds tiny matrices differently.
+        """
         block = BLOCK_FRAMES // self.stack
-        rows = sum(s.shape[0] for s in stacked)
-        if rows == 0:
+        out, pending, filled = [], [], 0
+
+        def emit(rows: int) -> None:
+            part = pending[0] if len(pending) == 1 else torch.cat(pending)
+            if rows < block:
+                part = torch.cat([part, part.new_zeros(block - rows, part.shape[1])])
+            out.append(self.quantizer(part)[:rows])
+
+        for piece in stacked:
+            while piece.shape[0]:
+                take = min(block - filled, piece.shape[0])
+                pending.append(piece[:take])
+                piece, filled = piece[take:], filled + take
+                if filled == block:
+                    emit(block)
+                    pending, filled = [], 0
+        if filled:
+            emit(filled)
+        if not out:
             return torch.zeros(self.num_codebooks, 0, dtype=torch.int64)
-        x = torch.cat(stacked) if len(stacked) > 1 else stacked[0]
-        out = []
-        for start in range(0, rows, block):
-            part = x[start: start + block]
-            if part.shape[0] < block:  # fixed shape: BLAS rounds tiny matrices differently
-                part = torch.cat([part, part.new_zeros(block - part.shape[0], part.shape[1])])
-            out.append(self.quantizer(part)[: rows - start])
         return torch.cat(out).T.contiguous()
 
     def _fixed_stats(self, stats) -> FeatureStats | None:
@@ -126,9 +140,13 @@ class AudioTokenizer:
         T = (number of 10 ms frames) // stack; `stats` overrides per-utterance normalisation.
         """
         wav = prepare_waveform(waveform, sample_rate, SAMPLE_RATE, name=name)
-        features = self.frontend.clip_features([wav], [name])[0]
-        normalized = self._stats_for(features, stats).normalize(features)
-        return self.quantize_stacked([stack_frames(normalized, self.stack)])
+        blocks = self.frontend.clip_feature_blocks([wav], [name])[0]  # BLOCK_FRAMES rows each but the last
+        stats = self._fixed_stats(stats)
+        if stats is None:
+            stats = FeatureStats(self.frontend.num_mel_bins)
+            for block in blocks:
+                stats.update(block)
+        return self.quantize_stacked([stack_frames(stats.normalize(b), self.stack) for b in blocks])
 
     @torch.no_grad()
     def encode_batch(self, waveforms, sample_rate: int, *, lengths=None, stats: FeatureStats | None = None
