@@ -4,8 +4,8 @@ Real 16 kHz configuration (encoder_dim 64, rates [2,4,5,8], decoder_dim 1536, ra
 1024, dim 8) with random weights; the same state_dict is loaded into both models, so they compute the same
 function. The baseline (`dac_baseline.py`) is one-shot with weight norm recomputed per call and a cdist lookup,
 as DAC's code is; mmtok runs chunked with folded weights. Timings interleave the two models, same process,
-median of --repeats. Peak memory (max RSS of a fresh child process, model included) is measured for a long
-file through encode_file + decode_to_file, at two lengths to show it does not grow with the length.
+median of --repeats. Peak memory (VmHWM of a fresh child process, reset after the model is built, so: weights + the run) is
+measured for a long file through encode_file + decode_to_file, at two lengths to show it does not grow.
 
     python benchmarks/audio_codec.py            # 60 s timing, 10-minute file memory (slow on 2 cores)
     python benchmarks/audio_codec.py --quick    # 8 s timing, 1 vs 2 minute memory
@@ -88,32 +88,50 @@ def run_speed(seconds: float, repeats: int) -> dict:
     return {"seconds": seconds, "repeats": repeats, "codes_agree": agree, "decode_max_abs_diff": diff, **rows}
 
 
+def _peak_rss_mib() -> float:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the high-water mark (Linux: write 5 to /proc/self/clear_refs), so model building is not counted."""
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def memory_child(kind: str, seconds: float) -> None:
     """Run in a fresh process: one long-file round trip (or a baseline one-shot); print peak RSS in MiB."""
-    import resource
+    import gc
 
     import soundfile
 
-    baseline, codec = build_models()
-    if kind == "mmtok":
-        del baseline
-    else:
-        del codec
+    torch.manual_seed(0)
+    model = AudioCodec().eval() if kind == "mmtok" else DACStyleCodec().eval()
     audio = speech_like(seconds)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "long.wav"
+        soundfile.write(path, audio.numpy(), SAMPLE_RATE, subtype="PCM_16")
+        del audio
+        gc.collect()
+        reset = _reset_peak_rss()
+        before = _peak_rss_mib()
         if kind == "mmtok":
-            path = pathlib.Path(tmp) / "long.wav"
-            soundfile.write(path, audio.numpy(), SAMPLE_RATE, subtype="PCM_16")
-            del audio
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            codes = codec.encode_file(path)
-            codec.decode_to_file(codes, pathlib.Path(tmp) / "back.wav")
+            codes = model.encode_file(path)
+            model.decode_to_file(codes, pathlib.Path(tmp) / "back.wav")
         else:
             with torch.no_grad():
-                baseline.decode(baseline.encode(audio.view(1, 1, -1)))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mib": peak, "rss_before_mib": before}))
+                wave = torch.from_numpy(soundfile.read(path, dtype="float32")[0])
+                soundfile.write(pathlib.Path(tmp) / "back.wav",
+                                model.decode(model.encode(wave.view(1, 1, -1)))[0, 0].numpy(), SAMPLE_RATE)
+    peak = _peak_rss_mib()
+    print(json.dumps({"peak_rss_mib": peak, "rss_before_mib": before, "peak_reset": reset}))
 
 
 def measure_memory(kind: str, seconds: float) -> dict:
@@ -150,7 +168,7 @@ def main() -> None:
 
     memory = {"mmtok": [measure_memory("mmtok", m * 60) for m in minutes],
               "dac-style": [measure_memory("dac-style", seconds)]}
-    print("\npeak memory (max RSS of a fresh process, model weights included)")
+    print("\npeak memory (peak RSS of a fresh process during the run; weights are in `before`)")
     print(f"{'model':<34}{'audio':>9}{'peak MiB':>10}{'before MiB':>12}")
     for m, r in zip(minutes, memory["mmtok"]):
         print(f"{'mmtok encode_file+decode_to_file':<34}{m:>7g} m{r['peak_rss_mib']:>10.0f}{r['rss_before_mib']:>12.0f}")
