@@ -1,10 +1,10 @@
 """Main-process side: batch decoded inputs through the tokenizers and turn each sample into token ids.
 
 Images (and video frames, and conversation images) of the same size are pooled into batches of
-`batch_size` for the image tokenizer; waveforms go through `AudioTokenizer.encode_batch`. Both give
-exactly the codes of one-at-a-time calls (the image model is run per sample independent of the batch;
-encode_batch normalises every clip on its own). If a batch raises, its members are retried one by one
-so only the bad input fails. A finished sample becomes its token-stream ids in the run's vocabulary.
+`batch_size` for the image tokenizer, which gives exactly the codes of one-at-a-time calls (each image's
+codes do not depend on the rest of the batch). If a batch raises, its members are retried one by one so
+only the bad input fails. Audio arrives already tokenized by the workers (decoding.WorkerBatch). A
+finished sample becomes its token-stream ids in the run's vocabulary.
 """
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ from ..stream.encoder import encode_segments
 from ..stream.segments import Audio, AudioCodec, Frame, Image, Video
 from .decoding import Failure, Work, describe_error
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO
-
-MAX_AUDIO_SAMPLES = 16000 * 600  # flush pending audio beyond 10 minutes of samples
-
 
 @dataclass
 class SampleRecord:
@@ -53,8 +50,6 @@ class ShardAssembler:
         self.batch_size = max(1, int(batch_size))
         self.results: dict[int, SampleRecord | Failure] = {}
         self._images: dict[tuple, list] = {}   # shape -> [(pending, part, pixels)]
-        self._audio: list = []                 # [(pending, part, waveform)]
-        self._audio_samples = 0
 
     # ---- intake ----------------------------------------------------------------------------------
     def add(self, result) -> None:
@@ -67,7 +62,7 @@ class ShardAssembler:
             if modality == IMAGE:
                 self._want_image(pending, "image", result.payload["pixels"])
             elif modality == AUDIO:
-                self._want_audio(pending, "audio", result.payload["waveform"])
+                pending.codes["audio"] = result.payload["audio_codes"]
             elif modality == VIDEO:
                 for n, frame in enumerate(result.payload["frames"]):
                     self._want_image(pending, n, frame)
@@ -87,11 +82,6 @@ class ShardAssembler:
         pending.waiting += 1
         self._images.setdefault(tuple(pixels.shape), []).append((pending, part, pixels))
 
-    def _want_audio(self, pending: _Pending, part, waveform: torch.Tensor) -> None:
-        pending.waiting += 1
-        self._audio.append((pending, part, waveform))
-        self._audio_samples += int(waveform.numel())
-
     # ---- model calls -----------------------------------------------------------------------------
     def _flush(self, final: bool) -> None:
         for shape in list(self._images):
@@ -101,17 +91,10 @@ class ShardAssembler:
                 self._run(batch, self._encode_images)
             if not queue:
                 del self._images[shape]
-        if self._audio and (final or len(self._audio) >= self.batch_size or self._audio_samples > MAX_AUDIO_SAMPLES):
-            batch, self._audio, self._audio_samples = self._audio, [], 0
-            self._run(batch, self._encode_audio)
 
     def _encode_images(self, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
         codes = self.image_tokenizer.encode(torch.stack(pixels))
         return list(codes.to(torch.int64).cpu())
-
-    def _encode_audio(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
-        codes, lengths = self.audio_tokenizer.encode_batch(waveforms, self.audio_tokenizer.sample_rate)
-        return [codes[i, :, : int(n)].clone() for i, n in enumerate(lengths)]
 
     def _run(self, batch: list, encode) -> None:
         inputs = [x for _, _, x in batch]

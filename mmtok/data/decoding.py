@@ -1,9 +1,10 @@
 """Read and decode input files in DataLoader worker processes; a bad file becomes a failure record.
 
-Workers do everything before the neural network: image decode + resize/crop (the image tokenizer's own
-preprocessing), audio read + resample, video demux/decode/sampling (+ the audio track's tokens), and
-Qwen-VL conversation parsing. The main process batches what they return through the image / audio
-models. `__getitem__` never raises: any exception is returned as a `Failure`.
+Workers do everything before the image model: image decode + resize/crop (the image tokenizer's own
+preprocessing), audio read + resample + BEST-RQ tokens (cheap, so spread over the workers), video
+demux/decode/sampling (+ the audio track's tokens), and Qwen-VL conversation parsing. The main process
+batches the pixels through the image model. `__getitem__` never raises: any exception is returned as
+a `Failure`.
 """
 from __future__ import annotations
 
@@ -76,9 +77,37 @@ class DecodingDataset(torch.utils.data.Dataset):
             return Failure(work, describe_error(exc))
 
 
-def collate_list(batch: list) -> list:
-    """DataLoader collate that keeps items as they are."""
-    return batch
+class WorkerBatch:
+    """DataLoader collate_fn, run inside the worker: keeps the items as a list, and tokenizes the batch's
+    audio clips there with `AudioTokenizer.encode_batch` (per-clip normalisation, so the codes equal
+    `encode` one clip at a time) so audio work is spread over the workers. A batch that raises is
+    redone clip by clip, so only a bad clip fails."""
+
+    def __init__(self, audio_tokenizer=None):
+        self.audio_tokenizer = audio_tokenizer
+
+    def __call__(self, batch: list) -> list:
+        clips = [n for n, r in enumerate(batch) if isinstance(r, Decoded) and "waveform" in r.payload]
+        if clips and self.audio_tokenizer is not None:
+            try:
+                codes = self._encode([batch[n].payload["waveform"] for n in clips])
+            except Exception:  # noqa: BLE001 - find the bad clip(s)
+                codes = [self._encode_one(batch[n].payload["waveform"]) for n in clips]
+            for n, code in zip(clips, codes):
+                batch[n] = Failure(batch[n].work, code) if isinstance(code, str) else Decoded(
+                    batch[n].work, {"audio_codes": code})
+        return batch
+
+    def _encode(self, waveforms: list) -> list:
+        tok = self.audio_tokenizer
+        codes, lengths = tok.encode_batch(waveforms, tok.sample_rate)
+        return [codes[i, :, : int(n)].clone() for i, n in enumerate(lengths)]
+
+    def _encode_one(self, waveform):
+        try:
+            return self._encode([waveform])[0]
+        except Exception as exc:  # noqa: BLE001
+            return describe_error(exc)
 
 
 def decode_item(item: Item, options: DecodeOptions) -> dict:

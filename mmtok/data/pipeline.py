@@ -8,6 +8,7 @@ redoes identically. When no shard is missing, manifest.json and failures.jsonl a
 """
 from __future__ import annotations
 
+import copy
 import os
 import pathlib
 import signal
@@ -20,7 +21,7 @@ from .. import __version__
 from ..stream.vocabulary import Vocabulary
 from . import manifest as mf
 from .assembler import SampleRecord, ShardAssembler
-from .decoding import DecodeOptions, DecodingDataset, Failure, Work, collate_list
+from .decoding import DecodeOptions, DecodingDataset, Failure, Work, WorkerBatch
 from .discovery import discover
 from .items import items_hash
 from .shards import read_record, read_samples, remove_leftovers, token_dtype, write_shard
@@ -134,7 +135,10 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     if image_tokenizer is not None:
         from ..video import VideoTokenizer
 
-        video_tok = VideoTokenizer(image_tokenizer, audio_tokenizer=audio_tokenizer, fps=video_fps,
+        # the audio track gets its own copy of the audio tokenizer: it runs under inference_mode, the clips
+        # under no_grad, and AudioTokenizer's reusable buffers must not be shared between the two modes
+        track_tokenizer = copy.deepcopy(audio_tokenizer) if audio_tokenizer is not None else None
+        video_tok = VideoTokenizer(image_tokenizer, audio_tokenizer=track_tokenizer, fps=video_fps,
                                    max_frames=video_max_frames, size=image_size, mode=image_mode,
                                    batch_size=batch_size)
     options = DecodeOptions(image_size=image_size, image_mode=image_mode,
@@ -163,7 +167,7 @@ def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizer, audio_
         expected[work.shard] = expected.get(work.shard, 0) + 1
     loader = torch.utils.data.DataLoader(
         DecodingDataset(works, options), batch_size=min(batch_size, 16), shuffle=False, num_workers=workers,
-        collate_fn=collate_list, prefetch_factor=4 if workers else None)
+        collate_fn=WorkerBatch(audio_tokenizer), prefetch_factor=4 if workers else None)
     assemblers: dict[int, ShardAssembler] = {}
     bar = tqdm(total=len(works), unit="item", disable=not progress, dynamic_ncols=True,
                desc=f"tokenize rank {summary.rank}/{summary.world_size}" if summary.world_size > 1 else "tokenize")
