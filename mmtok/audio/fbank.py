@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .frontend import FrameFrontend, next_pow2
+from .frontend import BandedProduct, FrameFrontend, next_pow2
 
 FLT_EPSILON = 1.1920928955078125e-07
 WINDOWS = ("povey", "hann", "hanning", "hamming", "rectangular", "blackman")
@@ -99,6 +99,7 @@ class KaldiFbank(FrameFrontend):
         self._window_parts = torch.view_as_real(torch.fft.rfft(window, n=self.n_fft)).reshape(-1).to(torch.float32)
         self.mel_banks = kaldi_mel_banks(self.num_mel_bins, self.n_fft, sample_rate, low_freq, high_freq).to(
             torch.float32)
+        self._mel_product = BandedProduct(self.mel_banks)
 
     def num_frames(self, num_samples: int) -> int:
         if self.snip_edges:
@@ -140,7 +141,7 @@ class KaldiFbank(FrameFrontend):
             coeff = frame_sums * (-(1.0 - self.preemph_coeff) * self.waveform_scale / self.frame_length)
             parts.view(parts.shape[0], -1).addr_(coeff, self._window_parts)
         power = torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
-        return (power @ self.mel_banks).clamp_min_(self.log_floor).log_()
+        return self._mel_product(power).clamp_min_(self.log_floor).log_()
 
     def config(self) -> dict:
         return {"name": self.name, "sample_rate": self.sample_rate, "num_mel_bins": self.num_mel_bins,

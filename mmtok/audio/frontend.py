@@ -181,5 +181,23 @@ class FrameFrontend:
         return results
 
 
+class BandedProduct:
+    """x @ weights for filter-bank weights (bins, filters): each group of neighbouring filters only
+    touches a contiguous range of bins, so the product is done group by group over those bins alone
+    (about half the work of the dense product for 80 mel filters, and the same result up to rounding)."""
+
+    def __init__(self, weights: torch.Tensor, groups: int = 4):
+        filters = weights.shape[1]
+        bounds = torch.linspace(0, filters, min(groups, filters) + 1).round().long().tolist()
+        self.parts = []
+        for j0, j1 in zip(bounds[:-1], bounds[1:]):
+            rows = (weights[:, j0:j1] != 0).any(dim=1).nonzero().flatten()
+            lo, hi = (int(rows.min()), int(rows.max()) + 1) if rows.numel() else (0, 1)
+            self.parts.append((lo, hi, weights[lo:hi, j0:j1].contiguous()))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[:, lo:hi] @ w for lo, hi, w in self.parts], dim=1)
+
+
 def next_pow2(n: int) -> int:
     return 1 << math.ceil(math.log2(n))

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .frontend import FrameFrontend
+from .frontend import BandedProduct, FrameFrontend
 
 
 def slaney_hz_to_mel(freq: torch.Tensor) -> torch.Tensor:
@@ -65,6 +65,7 @@ class WhisperLogMel(FrameFrontend):
         self.window = (0.5 - 0.5 * torch.cos(2 * math.pi * n / self.frame_length)).to(torch.float32)  # periodic
         self.mel_filters = slaney_mel_filters(self.num_mel_bins, self.frame_length, sample_rate, fmin, fmax).to(
             torch.float32)
+        self._mel_product = BandedProduct(self.mel_filters)
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.frame_shift
@@ -75,7 +76,7 @@ class WhisperLogMel(FrameFrontend):
     def features(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         parts = torch.view_as_real(torch.fft.rfft(frames))
         power = torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
-        return (power @ self.mel_filters).clamp_min_(self.log_floor).log10_()
+        return self._mel_product(power).clamp_min_(self.log_floor).log10_()
 
     def __call__(self, waveform, lengths=None):
         feats, counts = super().__call__(waveform, lengths)
