@@ -237,3 +237,27 @@ def test_residual_vq_matches_float64_reference(seed):
         want_codes.append(idx)
     assert torch.equal(codes, torch.stack(want_codes, 1))
     torch.testing.assert_close(rvq.decode(codes).double(), want_z, atol=1e-5, rtol=1e-5)
+
+
+def test_cli_convert_encode_decode(tmp_path, expected):
+    import argparse
+
+    from mmtok.audio.codec import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv):
+        args = parser.parse_args([str(a) for a in argv])
+        assert args.func(args) == 0
+
+    pcm = (expected["x"][0, 0] * 32768).round().to(torch.int16).numpy()
+    soundfile.write(tmp_path / "clip.wav", pcm, 16000, subtype="PCM_16")
+    run("codec-convert", FIXTURE / "model.pth", tmp_path / "codec")
+    run("codec-encode", tmp_path / "clip.wav", "--codec", tmp_path / "codec", "--out", tmp_path / "codes")
+    codes = np.load(tmp_path / "codes" / "clip.npy")
+    assert np.array_equal(codes, expected["codes"][0].numpy())
+    run("codec-decode", tmp_path / "codes" / "clip.npy", "--dac", FIXTURE / "model.pth", "--out", tmp_path / "wav")
+    back, rate = soundfile.read(tmp_path / "wav" / "clip.wav", dtype="float32")
+    assert rate == 16000 and back.shape == (320 * 51 - 8,)
+    np.testing.assert_allclose(back, expected["y_from_codes"][0, 0].numpy(), atol=2.0 / 32768)  # PCM_16 output
