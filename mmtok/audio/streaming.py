@@ -42,7 +42,7 @@ class FeatureStream:
             return []
         self.num_samples += samples.numel()
         if self._keep > 1:
-            self._tail = torch.cat([self._tail, samples])[-self._keep:]
+            self._tail = torch.cat([self._tail, samples[-self._keep:]])[-self._keep:]
         if self._buffer is None:
             self._head.append(samples)
             if self.num_samples < self._keep:
@@ -104,8 +104,8 @@ def mono_chunks(chunks: Iterable, name: str) -> Iterator[torch.Tensor]:
             raise ValueError(f"{name}: chunk {i} must be (samples,) or (channels, samples), got {tuple(chunk.shape)}")
         chunk = to_float(chunk, name)
         if chunk.ndim == 2:
-            chunk = chunk.mean(dim=0)
-        if not torch.isfinite(chunk).all():
+            chunk = chunk[0] if chunk.shape[0] == 1 else chunk.mean(dim=0)
+        if not torch.isfinite(chunk.sum()) and not torch.isfinite(chunk).all():  # the sum is the fast check
             raise ValueError(f"{name}: chunk {i} contains NaN or infinite samples")
         yield chunk
 
