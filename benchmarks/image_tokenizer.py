@@ -231,17 +231,17 @@ def main(argv=None):
     baseline = BaselineVQGAN(cfg).eval().to(device)
     state = {k.replace("quantize.embedding.weight", "quantize.codebook"): v for k, v in baseline.state_dict().items()}
     variants = {}
-    channels_last = {"cpu": (False, True)}.get(device.type, (True,))
+    channels_last = {"cpu": (True, False)}.get(device.type, (True,))  # channels-last is the default layout
     for dtype in (torch.float32, torch.bfloat16):
         for cl in channels_last:
-            name = f"mmtok {'fp32' if dtype == torch.float32 else 'bf16'}{' channels-last' if cl else ''}"
+            name = f"mmtok {'fp32' if dtype == torch.float32 else 'bf16'}{'' if cl else ' NCHW'}"
             tok = ImageTokenizer(cfg, dtype=dtype, device="cpu", channels_last=cl)
             tok.model.load_state_dict(state)
             variants[name] = tok.to(device)
     if args.compile:
         tok = ImageTokenizer(cfg, dtype=torch.bfloat16, device="cpu", channels_last=True)
         tok.model.load_state_dict(state)
-        variants["mmtok bf16 cl compiled"] = tok.to(device).compile()
+        variants["mmtok bf16 compiled"] = tok.to(device).compile()
 
     x = torch.rand(args.batch, 3, args.size, args.size, device=device) * 2 - 1
     with torch.no_grad():
