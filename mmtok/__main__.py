@@ -11,7 +11,14 @@ import json
 import sys
 
 # modules that define commands, in the order they are listed by --help
-COMMAND_MODULES = ("mmtok.demo", "mmtok.stream.cli", "mmtok.data.cli", "mmtok.train.cli")
+COMMAND_MODULES = (
+    "mmtok.demo",
+    "mmtok.audio.cli",
+    "mmtok.audio.codec.cli",
+    "mmtok.stream.cli",
+    "mmtok.data.cli",
+    "mmtok.train.cli",
+)
 
 
 def _cmd_info(args) -> int:

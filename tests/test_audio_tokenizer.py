@@ -206,3 +206,16 @@ def test_cli_writes_reproducible_tokens(speech, tmp_path, seed):
     reloaded = AudioTokenizer.from_pretrained(tmp_path / "tokens.jsonl.tokenizer")
     assert row["tokens"] == reloaded.encode(load_audio(path), 16000).tolist()
     assert row["tokens"] == AudioTokenizer(seed=seed % 1000).encode_file(path).tolist()
+
+
+def test_first_use_under_inference_mode_does_not_break_later_calls(seed):
+    """Reusable frame buffers made under torch.inference_mode must not leak into normal mode (and back)."""
+    tok = AudioTokenizer(seed=seed % 1000)
+    wave = torch.randn(16000 * 2) * 0.1
+    with torch.inference_mode():
+        first = tok.encode(wave, 16000)
+    second = tok.encode(wave, 16000)
+    with torch.inference_mode():
+        third = tok.encode(wave, 16000)
+    assert torch.equal(first, second) and torch.equal(second, third)
+    assert first.unique().numel() > 5

@@ -107,11 +107,16 @@ class FrameFrontend:
         return self.features(frames, aux)[:row]
 
     def _block_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This thread's reusable (BLOCK_FRAMES, fft_size) frame buffer (zero past frame_length) and aux."""
-        buffers = getattr(self._local, "buffers", None)
+        """This thread's reusable (BLOCK_FRAMES, fft_size) frame buffer (zero past frame_length) and aux.
+
+        One set per inference-mode state: buffers made under torch.inference_mode cannot be updated in place
+        outside it, so a tokenizer first used under inference_mode keeps working afterwards.
+        """
+        key = "buffers_inference" if torch.is_inference_mode_enabled() else "buffers"
+        buffers = getattr(self._local, key, None)
         if buffers is None:
             buffers = (torch.zeros(BLOCK_FRAMES, self.fft_size), torch.zeros(BLOCK_FRAMES))
-            self._local.buffers = buffers
+            setattr(self._local, key, buffers)
         return buffers
 
     @property
