@@ -42,6 +42,10 @@ def test_reconstruction_loss_terms(seed):
     assert math.isclose(float(out["l1"]), np.abs(d).mean(), rel_tol=1e-5)
     assert math.isclose(float(out["mse"]), (d ** 2).mean(), rel_tol=1e-5)
     assert math.isclose(float(out["rec"]), 0.5 * np.abs(d).mean() + 2.0 * (d ** 2).mean(), rel_tol=1e-5)
+    pooled = d.reshape(2, 3, 2, 3, 2, 3).mean((3, 5))  # 3x3 average pooling of the 6x6 difference
+    low = reconstruction_loss(x, y, 0.5, 2.0, lowpass_weight=4.0, pool=3)
+    assert math.isclose(float(low["lowpass"]), (pooled ** 2).mean(), rel_tol=1e-5)
+    assert math.isclose(float(low["rec"]), float(out["rec"]) + 4.0 * (pooled ** 2).mean(), rel_tol=1e-5)
 
 
 def _ssim_reference(x: np.ndarray, y: np.ndarray, win: int = 11, sigma: float = 1.5) -> float:

@@ -33,6 +33,7 @@ class TrainConfig:
     # objective
     l1_weight: float = 1.0
     l2_weight: float = 1.0
+    lowpass_weight: float = 0.0  # extra L2 on f x f average-pooled images (mean colour of each token's patch)
     perceptual_weight: float = 0.0
     lpips_weights: str | None = None  # a local LPIPS/VGG weights file; nothing is downloaded
     disc_start: int = -1  # step at which the discriminator switches on (< 0: never)

@@ -24,11 +24,19 @@ def disc_factor(step: int, disc_start: int) -> float:
     return 1.0 if 0 <= disc_start <= step else 0.0
 
 
-def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor, l1_weight: float, l2_weight: float) -> dict:
-    """Per-pixel L1 and L2 terms in fp32 and their weighted sum ("rec")."""
+def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor, l1_weight: float, l2_weight: float,
+                        lowpass_weight: float = 0.0, pool: int = 8) -> dict:
+    """Per-pixel L1 and L2 terms in fp32 and their weighted sum ("rec"); with lowpass_weight > 0 also the L2
+    of `pool` x `pool` average-pooled images, which weights each patch's mean colour more (GroupNorm
+    networks are slow to learn to carry it, and it dominates PSNR early in training)."""
     diff = recon.float() - x.float()
     l1, l2 = diff.abs().mean(), diff.square().mean()
-    return {"rec": l1_weight * l1 + l2_weight * l2, "l1": l1.detach(), "mse": l2.detach()}
+    out = {"rec": l1_weight * l1 + l2_weight * l2, "l1": l1.detach(), "mse": l2.detach()}
+    if lowpass_weight > 0:
+        low = F.avg_pool2d(diff, pool).square().mean()
+        out["rec"] = out["rec"] + lowpass_weight * low
+        out["lowpass"] = low.detach()
+    return out
 
 
 def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,

@@ -85,7 +85,8 @@ class VQGANTrainer:
     # --------------------------------------------------------------------------------------- step
     def _generator_pass(self, x: torch.Tensor, gan_on: bool, scale: float) -> tuple[dict, torch.Tensor]:
         recon, q = self.model(x)
-        losses = reconstruction_loss(x, recon, self.cfg.l1_weight, self.cfg.l2_weight)
+        losses = reconstruction_loss(x, recon, self.cfg.l1_weight, self.cfg.l2_weight, self.cfg.lowpass_weight,
+                                     self.model_config.downsample_factor)
         nll = losses["rec"]
         if self.perceptual is not None and self.cfg.perceptual_weight > 0:
             p_loss = self.perceptual(x, recon).mean()
