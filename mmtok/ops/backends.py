@@ -71,3 +71,6 @@ def info() -> dict:
     if mod is not None:
         report["cpu_capability"] = mod.cpu_capability()
     return report
+
+
+_extension.load()  # once, at import: resolving a backend inside a compiled region then reads a constant
