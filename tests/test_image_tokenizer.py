@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from mmtok import ImageTokenizer
+from mmtok.image import VQGANConfig
 
 CKPT = "checkpoints"
 DATA = pathlib.Path(__file__).parent / "data"
@@ -76,7 +77,7 @@ def test_llamagen_sizes_inferred_without_config(data_dir):
         ImageTokenizer.from_llamagen(data_dir / CKPT / "llamagen_tiny" / "model.pt", ch=64)
 
 
-@pytest.mark.parametrize("name", ["taming_tiny", "llamagen_tiny"])
+@pytest.mark.parametrize("name", ["taming_tiny"])
 def test_nchw_layout_matches(tokenizers, data_dir, name):
     """channels_last=False (contiguous NCHW, PyTorch's own GroupNorm) meets the same tolerances."""
     io = _fixture(data_dir, name)
@@ -109,21 +110,19 @@ def test_bf16_autocast(data_dir, name):
     assert 10 * torch.log10(4.0 / mse) > 35.0
 
 
-def test_compile_traces_without_graph_breaks(tokenizers, seed):
-    tok = tokenizers["taming_tiny"]
-    x = torch.rand(1, 3, 32, 48) * 2 - 1
-    codes = tok.encode(x)
-    expected = tok.decode(codes)
+def test_compile_traces_without_graph_breaks(seed):
+    """Every block type (ResNet, attention, down/upsample, GroupNorm) traces with fullgraph=True."""
+    cfg = VQGANConfig(num_codes=64, code_dim=8, z_channels=32, ch=32, ch_mult=[1, 2], num_res_blocks=1,
+                      attn_levels=[1], image_size=16)
+    eager = ImageTokenizer(cfg)
+    compiled = ImageTokenizer(cfg, eager.model)
+    x = torch.rand(2, 3, 16, 24) * 2 - 1
+    codes = eager.encode(x)
+    expected = eager.decode(codes)
     torch._dynamo.reset()
-    compiled = _load_like(tok).compile(backend="eager", fullgraph=True)
+    compiled.compile(backend="eager", fullgraph=True)
     assert torch.equal(compiled.encode(x), codes)
     _close(compiled.decode(codes), expected, 1e-6, what="compiled decode")
-
-
-def _load_like(tok):
-    clone = ImageTokenizer(tok._config)
-    clone.model.load_state_dict(tok.model.state_dict())
-    return clone
 
 
 # ------------------------------------------------------------------------------------------ formats
