@@ -20,6 +20,10 @@ from .autoencoder import VQAutoencoder
 from .config import VQGANConfig
 from .preprocess import preprocess, to_pil
 
+# package data: config.json + model.safetensors of the default tokenizer
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+                                 "default_image_tokenizer")
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -149,6 +153,15 @@ class ImageTokenizer:
         except Exception as exc:
             raise ValueError(f"{weights_file}: not a readable safetensors file ({exc})") from exc
         return cls._with_weights(config, state, weights_file, **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs) -> "ImageTokenizer":
+        """The small VQ-GAN shipped inside the package (trained by `mmtok train-vqgan` on photographs, see
+        docs/training.md): works offline on a fresh install. kwargs as for from_pretrained."""
+        if not os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, WEIGHTS_NAME)):
+            raise FileNotFoundError(f"the default image tokenizer is missing from this install ({DEFAULT_MODEL_DIR}); "
+                                    "reinstall mmtok, or train one with `mmtok train-vqgan`")
+        return cls.from_pretrained(DEFAULT_MODEL_DIR, **kwargs)
 
     @classmethod
     def _with_weights(cls, config: VQGANConfig, state, origin: str, **kwargs) -> "ImageTokenizer":
