@@ -45,10 +45,8 @@ def _image_tokenizer(data: pathlib.Path):
     from mmtok.image import ImageTokenizer
 
     try:
-        from mmtok.train.default_model import load_default_image_tokenizer
-
-        return load_default_image_tokenizer(), "default (shipped, trained on photos)"
-    except (ImportError, FileNotFoundError) as exc:
+        return ImageTokenizer.default(), "default (shipped, trained on photographs)"
+    except FileNotFoundError as exc:
         path = data / "checkpoints" / "llamagen_tiny" / "model.pt"
         print(f"  (no default image tokenizer: {exc}; using the random-weight LlamaGen fixture)")
         return ImageTokenizer.from_llamagen(path), "llamagen_tiny fixture (random weights)"
