@@ -10,7 +10,8 @@ _FIELDS = [
     ("steps", int, "optimisation steps"), ("batch_size", int, "crops per rank per micro-batch"),
     ("grad_accum", int, "micro-batches per step"), ("crop", int, "crop size in pixels"),
     ("min_side", int, "smallest short side photos are rescaled to before cropping"),
-    ("max_side", int, "short side photos are stored at"), ("lr", float, "peak learning rate"),
+    ("max_side", int, "short side photos are stored at"),
+    ("color_augment", float, "probability of a colour augmentation (RGB permutation, saturation) per crop"), ("lr", float, "peak learning rate"),
     ("warmup_steps", int, "linear warm-up steps"), ("l1_weight", float, "L1 reconstruction weight"),
     ("l2_weight", float, "L2 reconstruction weight"),
     ("lowpass_weight", float, "L2 weight on f x f average-pooled images (patch mean colours)"), ("disc_start", int, "step the discriminator switches on (<0: never)"),
@@ -52,7 +53,11 @@ def build_config(args) -> "TrainConfig":
             data = json.load(f)
     if args.model:
         try:
-            data["model"] = {**data.get("model", TrainConfig().model), **json.loads(args.model)}
+            override = json.loads(args.model)
+            base = dict(data.get("model", TrainConfig().model))
+            if "ch_mult" in override and "decoder_ch_mult" not in override:
+                base.pop("decoder_ch_mult", None)  # a new depth: the decoder follows ch_mult
+            data["model"] = {**base, **override}
         except json.JSONDecodeError as exc:
             raise ValueError(f"--model: not a JSON object ({exc})") from exc
     for name, _, _ in _FIELDS:

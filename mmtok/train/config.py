@@ -28,6 +28,7 @@ class TrainConfig:
     crop: int = 64
     min_side: int = 256  # crops come from photos rescaled to a short side in [min_side, max_side]
     max_side: int = 640
+    color_augment: float = 0.0  # probability of a random RGB permutation + saturation change per crop
     batch_size: int = 6  # per rank, per micro-batch
     grad_accum: int = 1
     # objective

@@ -74,7 +74,7 @@ class VQGANTrainer:
                                       weight_decay=config.weight_decay)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.disc_lr or config.lr, betas=config.betas)
         self.data = RandomCrops(images, config.crop, min_side=config.min_side, max_side=config.max_side,
-                                seed=config.seed * 1000 + 17 + self.rank)
+                                seed=config.seed * 1000 + 17 + self.rank, color_augment=config.color_augment)
         self.preview = RandomCrops(self.data.photos, config.crop, min_side=config.min_side,
                                    seed=config.seed + 99991).batch(min(8, 4 * config.batch_size))
         self.step = 0
