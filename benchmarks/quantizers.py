@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
-import time
+import sys
 import warnings
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import _common  # noqa: E402
 
 import mmtok
 from mmtok import RandomProjectionQuantizer, VectorQuantizer
@@ -29,14 +31,7 @@ RESULTS = pathlib.Path(__file__).parent / "results" / "quantizers.json"
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _common.median_seconds(fn, repeats=repeats, warmup=warmup, budget_s=float("inf"))
 
 
 def load_baseline():

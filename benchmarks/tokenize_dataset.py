@@ -20,11 +20,9 @@ import json
 import pathlib
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -97,12 +95,10 @@ def naive_audio(files, tok, out: pathlib.Path) -> None:
 
 
 def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall time of `repeats` runs, no warm-up (a warm-up run would leave the outputs in place)."""
+    from _common import median_seconds
+
+    return median_seconds(fn, repeats=repeats, warmup=0, budget_s=float("inf"))
 
 
 def run_pipeline(inputs, out: pathlib.Path, workers: int, batch_size: int, image=None, audio=None):
