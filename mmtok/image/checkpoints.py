@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 import yaml
 
-from .config import VQGANConfig
+from .config import VQGANConfig, read_config_file
 
 CODEBOOK_KEY = "quantize.codebook"
 _LIST_LIMIT = 12
@@ -74,13 +74,7 @@ def _taming_attn_levels(ddconfig: dict, num_levels: int, path: str) -> list[int]
 def taming_config(config_path) -> VQGANConfig:
     """VQGANConfig from taming's yaml (`model: {target, params: {embed_dim, n_embed, ddconfig}}`)."""
     path = os.fspath(config_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"taming config not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            doc = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid yaml ({exc})") from exc
+    doc = read_config_file(path, yaml.safe_load, yaml.YAMLError, "yaml", "taming config")
     model = doc.get("model", doc) if isinstance(doc, dict) else None
     params = model.get("params") if isinstance(model, dict) else None
     if not isinstance(params, dict) or "ddconfig" not in params:
@@ -233,13 +227,7 @@ def _as_list(value):
 def llamagen_model_args(config_path) -> dict:
     """ModelArgs (and Encoder/Decoder kwargs, image_size) from a JSON file such as the fixture's config.json."""
     path = os.fspath(config_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"LlamaGen config not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            doc = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    doc = read_config_file(path, json.load, json.JSONDecodeError, "JSON", "LlamaGen config")
     args = dict(doc.get("ModelArgs", {}))
     args.update(doc.get("non_default_encoder_decoder_kwargs", {}))
     if "image_size" in doc:

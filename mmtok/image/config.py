@@ -7,6 +7,7 @@ is used l2-normalised. Levels are numbered by resolution: level 0 is full resolu
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 CONFIG_FORMAT = "mmtok.image.vqgan"
@@ -78,3 +79,16 @@ class VQGANConfig:
         if missing:
             raise ValueError(f"{origin}: missing VQ-GAN config keys {missing}")
         return cls(**data)
+
+
+def read_config_file(path, parse, error_types, kind: str, what: str):
+    """Parsed content of a config file: FileNotFoundError naming `what` when missing, ValueError naming the
+    file when `parse` raises one of `error_types` (so every config loader reports the same way)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return parse(f)
+        except error_types as exc:
+            raise ValueError(f"{path}: not valid {kind} ({exc})") from exc

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from . import checkpoints
 from .autoencoder import VQAutoencoder
-from .config import VQGANConfig
+from .config import VQGANConfig, read_config_file
 from .preprocess import preprocess, to_pil
 
 # package data: config.json + model.safetensors of the default tokenizer
@@ -142,11 +142,7 @@ class ImageTokenizer:
         for path in (config_file, weights_file):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path} not found (expected {CONFIG_NAME} and {WEIGHTS_NAME} in {directory})")
-        with open(config_file, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{config_file}: not valid JSON ({exc})") from exc
+        data = read_config_file(config_file, json.load, json.JSONDecodeError, "JSON", "tokenizer config")
         config = VQGANConfig.from_dict(data, origin=config_file)
         try:
             state = load_file(weights_file)
