@@ -162,7 +162,8 @@ def test_dead_codes_are_reseeded_from_batch_vectors(seed, ema):
 
 
 def test_kmeans_init_improves_usage_on_clustered_data(seed):
-    centers = torch.randn(16, 8) * 4.0
+    # clusters away from the origin, where a random N(0, 1) codebook sits: without k-means few codes win any
+    centers = torch.randn(16, 8) * 4.0 + 12.0
     data = (centers.repeat_interleave(32, 0) + 0.1 * torch.randn(16 * 32, 8))[torch.randperm(16 * 32)]
     usage = {}
     for kmeans in (False, True):
