@@ -132,3 +132,35 @@ def test_cli_trains_resumes_and_exports(tmp_path, seed):
     assert [r["step"] for r in log] == [2, 3]
     tok = ImageTokenizer.from_pretrained(tmp_path / "tok")
     assert tok.num_codes == TINY["num_codes"] and tok.downsample_factor == 2
+
+
+def test_init_weights_fine_tunes_from_a_checkpoint_or_a_tokenizer(tmp_path, seed):
+    """--init: the new run starts from the given weights (step 0, fresh optimisers); a tokenizer directory of
+    another architecture is refused with both architectures named."""
+    photos = smooth_photos(3, torch.Generator().manual_seed(seed))
+    first = VQGANTrainer(tiny_config(tmp_path, steps=3, seed=seed % 1000), photos, progress=False)
+    first.fit()
+    checkpoint = str(tmp_path / "first.pt")
+    first.save(checkpoint)
+    exported = first.export(str(tmp_path / "exported"))
+    trained = first.raw.vq.state_dict()
+
+    for source in (checkpoint, exported):
+        second = VQGANTrainer(tiny_config(tmp_path / source[-3:], crop=32, seed=seed % 1000 + 1), photos,
+                              progress=False)
+        assert not torch.equal(second.raw.vq.encoder.conv_in.weight, trained["encoder.conv_in.weight"])
+        second.init_weights(source)
+        assert second.step == 0
+        for name, value in second.raw.vq.state_dict().items():
+            if name in trained and not name.startswith("quantize.ema"):
+                assert torch.equal(value, trained[name]), (source, name)
+        record = second.train_step()  # trains on from there (EMA statistics restarted for a directory)
+        assert record["step"] == 1 and torch.isfinite(torch.tensor(record["loss"]))
+
+    other = VQGANTrainer(tiny_config(tmp_path / "other", model=dict(TINY, num_codes=64)), photos, progress=False)
+    try:
+        other.init_weights(exported)
+    except ValueError as exc:
+        assert "architecture" in str(exc) and "64" in str(exc)
+    else:
+        raise AssertionError("an exported tokenizer of another architecture was accepted")

@@ -36,6 +36,8 @@ def register(subparsers) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     p.add_argument("--resume", help="checkpoint file or checkpoint directory (latest.pt) to continue from")
+    p.add_argument("--init", help="start from these weights (a training checkpoint or a tokenizer directory) with "
+                                  "fresh optimisers at step 0: fine-tuning")
     p.add_argument("--export", help="directory for the final tokenizer (default OUT_DIR/final)")
     p.add_argument("--export-fp16", action="store_true", help="store the exported weights in fp16 (half the size)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
@@ -85,8 +87,12 @@ def run(args) -> int:
 
         perceptual = LPIPS.from_file(cfg.lpips_weights)
     trainer = VQGANTrainer(cfg, args.images, device=device, perceptual=perceptual)
+    if args.resume and args.init:
+        raise SystemExit("train-vqgan: give --resume (continue a run) or --init (start from weights), not both")
     if args.resume:
         trainer.resume(args.resume)
+    elif args.init:
+        trainer.init_weights(args.init)
     if trainer.rank == 0:
         os.makedirs(cfg.out_dir, exist_ok=True)
         with open(os.path.join(cfg.out_dir, "train_config.json"), "w", encoding="utf-8") as f:

@@ -231,6 +231,32 @@ class VQGANTrainer:
     def resume(self, path: str) -> None:
         self.load_state_dict(ckpt.load_checkpoint(path))
 
+    def init_weights(self, path: str) -> None:
+        """Start from another run's weights (fine-tuning: new data, crop size or schedule) with fresh optimisers
+        and step 0. `path`: a training checkpoint (generator, codebook statistics and discriminator) or an
+        `ImageTokenizer` directory (generator and codebook; the EMA statistics restart from the codebook)."""
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "latest.pt")):
+            from ..image import ImageTokenizer
+
+            source = ImageTokenizer.from_pretrained(path)
+            theirs, ours = (dict(c.to_dict(), source=None) for c in (source.model.config, self.model_config))
+            if theirs != ours:
+                raise ValueError(f"--init {path}: its architecture {theirs} differs from this run's {ours}")
+            missing, unexpected = self.raw.vq.load_state_dict(source.model.state_dict(), strict=False)
+            quantizer = self.raw.vq.quantize
+            if unexpected or any(not k.startswith("quantize.") for k in missing):
+                raise ValueError(f"--init {path}: missing keys {missing}, unexpected keys {unexpected}")
+            if hasattr(quantizer, "ema_embed_sum"):
+                quantizer.ema_embed_sum.copy_(quantizer.codebook)
+                quantizer.ema_cluster_size.fill_(1.0)
+            if hasattr(quantizer, "initialized"):
+                quantizer.initialized.fill_(True)
+        else:
+            state = ckpt.load_checkpoint(path)
+            self.raw.load_state_dict(state["model"])
+            self.disc.load_state_dict(state["disc"])
+        self.raw.vq.quantize._needs_rank_sync = True  # rank 0's copy wins at the first update
+
     @torch.no_grad()
     def write_preview(self, path: str) -> None:
         """Preview crops (top row) over their reconstructions (bottom row), as a PNG."""
