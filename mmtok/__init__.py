@@ -5,7 +5,7 @@ The core op `nearest_code` is imported eagerly; the tokenizers load on first use
 """
 from __future__ import annotations
 
-import importlib
+from ._lazy import lazy_attributes
 
 from .ops import info, nearest_code
 
@@ -28,10 +28,4 @@ _LAZY = {
 __all__ = ["nearest_code", "info", "__version__", *_LAZY]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmtok' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

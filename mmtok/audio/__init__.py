@@ -1,15 +1,9 @@
 """16 kHz audio: the BEST-RQ tokenizer (understanding) and the DAC-style codec (tokens back to sound)."""
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_attributes
 
 _LAZY = {"AudioTokenizer": "mmtok.audio.tokenizer", "AudioCodec": "mmtok.audio.codec"}
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmtok.audio' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
