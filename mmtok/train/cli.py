@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", help="checkpoint file or checkpoint directory (latest.pt) to continue from")
     p.add_argument("--init", help="start from these weights (a training checkpoint or a tokenizer directory) with "
                                   "fresh optimisers at step 0: fine-tuning")
+    p.add_argument("--stop-at", type=int, help="stop after this step (the learning-rate schedule still spans "
+                                               "--steps): a run cut short on purpose, reproducibly")
     p.add_argument("--export", help="directory for the final tokenizer (default OUT_DIR/final)")
     p.add_argument("--export-fp16", action="store_true", help="store the exported weights in fp16 (half the size)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
@@ -97,7 +99,7 @@ def run(args) -> int:
         os.makedirs(cfg.out_dir, exist_ok=True)
         with open(os.path.join(cfg.out_dir, "train_config.json"), "w", encoding="utf-8") as f:
             json.dump(cfg.to_dict(), f, indent=2)
-    trainer.fit()
+    trainer.fit(args.stop_at)
     out = trainer.export(args.export or os.path.join(cfg.out_dir, "final"),
                          dtype=torch.float16 if args.export_fp16 else torch.float32)
     if out:
