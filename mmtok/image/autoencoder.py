@@ -11,7 +11,7 @@ from torch import nn
 
 from ..quantize import VectorQuantizer
 from .config import VQGANConfig
-from .layers import AttnBlock, Downsample, ResnetBlock, Upsample, _norm_swish, group_norm
+from .layers import AttnBlock, Downsample, ResnetBlock, Upsample, _norm_swish, group_norm, lowp_conv
 
 
 class Stage(nn.Module):
@@ -27,13 +27,13 @@ class Stage(nn.Module):
         self.downsample = Downsample(out_channels) if downsample else None
         self.upsample = Upsample(out_channels) if upsample else None
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
         for i, block in enumerate(self.block):
-            h = block(h)
+            h = block(h, lowp)
             if len(self.attn):
-                h = self.attn[i](h)
+                h = self.attn[i](h, lowp)
         if self.downsample is not None:
-            h = self.downsample(h)
+            h = self.downsample(h, lowp)
         if self.upsample is not None:
             h = self.upsample(h)
         return h
@@ -48,12 +48,17 @@ class MidBlock(nn.Module):
         self.attn_1 = AttnBlock(channels)
         self.block_2 = ResnetBlock(channels, channels)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(h)))
+    def forward(self, h: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h, lowp), lowp), lowp)
 
 
 class Encoder(nn.Module):
-    """Image (B, in_channels, H, W) -> latent (B, z_channels, H/f, W/f)."""
+    """Image (B, in_channels, H, W) -> latent (B, z_channels, H/f, W/f).
+
+    `lowp` (bf16/fp16) selects the mixed-precision policy of the fast encode path: the wide convolutions and
+    attention matmuls multiply in `lowp`; conv_in, narrow layers, the residual trunk, every GroupNorm, swish and
+    the latent-resolution tail (norm_out, conv_out, and quant_conv after it) stay fp32 (docs/image.md).
+    """
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
@@ -70,12 +75,12 @@ class Encoder(nn.Module):
         self.norm_out = group_norm(block_in)
         self.conv_out = nn.Conv2d(block_in, cfg.z_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
+    def forward(self, x: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
+        h = lowp_conv(self.conv_in, x, lowp)
         for stage in self.down:
-            h = stage(h)
-        h = self.mid(h)
-        return self.conv_out(_norm_swish(self.norm_out, h))
+            h = stage(h, lowp)
+        h = self.mid(h, lowp)
+        return self.conv_out(_norm_swish(self.norm_out, h))  # fp32: feeds the lookup, cheap at latent size
 
 
 class Decoder(nn.Module):
@@ -107,8 +112,8 @@ class Decoder(nn.Module):
 class VQAutoencoder(nn.Module):
     """encoder -> quant_conv -> nearest code -> codebook rows -> post_quant_conv -> decoder.
 
-    The four steps are separate methods so the tokenizer can run the convolutions under autocast while the
-    codebook lookup stays in fp32, and so each step can be compiled on its own.
+    The four steps are separate methods so the tokenizer can run the encoder with its mixed-precision policy
+    and the decoder under autocast while the codebook lookup stays fp32, and so each step can be compiled alone.
     """
 
     def __init__(self, cfg: VQGANConfig):
@@ -120,9 +125,12 @@ class VQAutoencoder(nn.Module):
         self.post_quant_conv = nn.Conv2d(cfg.code_dim, cfg.z_channels, 1)
         self.decoder = Decoder(cfg)
 
-    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> pre-quantisation latents z_e (B, code_dim, h, w) (before any l2 normalisation)."""
-        return self.quant_conv(self.encoder(images))
+    def encode_latents(self, images: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
+        """(B, 3, H, W) -> pre-quantisation latents z_e (B, code_dim, h, w) (before any l2 normalisation).
+
+        lowp: bf16/fp16 for the mixed-precision encoder (see `Encoder`); run it outside autocast.
+        """
+        return self.quant_conv(self.encoder(images, lowp))
 
     def latents_to_indices(self, latents: torch.Tensor) -> torch.Tensor:
         """z_e (B, code_dim, h, w) -> code indices (B, h, w), looked up in fp32."""

@@ -5,6 +5,10 @@ eps 1e-6, swish, zero-padded stride-2 downsampling, nearest-neighbour upsampling
 with scale C^-0.5), so published weights load and reproduce their outputs. The implementation is ours and
 aimed at inference speed: fused scaled-dot-product attention, in-place activations when no gradient is
 recorded, and no layout assumptions (channels-last inputs stay channels-last).
+
+The encoder blocks take an optional `lowp` dtype (bf16/fp16): the mixed-precision policy of the bf16 encode
+path, see `lowp_conv` and docs/image.md. With `lowp=None` every block computes exactly as before (fp32, or
+whatever an enclosing autocast decides, which is how the decoder runs in bf16).
 """
 from __future__ import annotations
 
@@ -49,6 +53,23 @@ def group_norm(channels: int) -> GroupNorm:
     return GroupNorm(GROUPS, channels, eps=EPS, affine=True)
 
 
+def runs_in_lowp(in_channels: int, lowp: torch.dtype | None) -> bool:
+    """Whether a layer reading `in_channels` channels multiplies in `lowp`: only when it reads more channels than
+    there are GroupNorm groups. Narrower layers (the 3-channel image conv, 32-channel full-resolution levels of
+    small models) gain little from bf16 and their rounding moves the latent most, so they stay fp32."""
+    return lowp is not None and in_channels > GROUPS
+
+
+def lowp_conv(conv: nn.Conv2d, x: torch.Tensor, lowp: torch.dtype | None) -> torch.Tensor:
+    """`conv(x)` with inputs and weights rounded to `lowp` (products accumulated in fp32 by oneDNN / cuDNN),
+    the bf16 output widened to fp32 before the fp32 bias is added, so the activations and the residual trunk
+    that receive it stay fp32. Runs the plain fp32 `conv(x)` when `runs_in_lowp` says no."""
+    if not runs_in_lowp(conv.in_channels, lowp):
+        return conv(x)
+    y = F.conv2d(x.to(lowp), conv.weight.to(lowp), None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return y.float().add_(conv.bias.view(1, -1, 1, 1))
+
+
 def _norm_swish(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """GroupNorm followed by swish (x * sigmoid(x)); in place when no autograd graph is being built."""
     return F.silu(norm(x), inplace=not torch.is_grad_enabled())
@@ -65,10 +86,10 @@ class ResnetBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_norm_swish(self.norm1, x))
-        h = self.conv2(_norm_swish(self.norm2, h))
-        shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x)
+    def forward(self, x: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
+        h = lowp_conv(self.conv1, _norm_swish(self.norm1, x), lowp)
+        h = lowp_conv(self.conv2, _norm_swish(self.norm2, h), lowp)
+        shortcut = x if self.nin_shortcut is None else lowp_conv(self.nin_shortcut, x, lowp)
         if torch.is_grad_enabled():
             return shortcut + h
         return h.add_(shortcut)
@@ -90,15 +111,21 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv2d(channels, channels, 1)
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
         b, c, height, width = x.shape
         # positions as a sequence: (B, HW, C); the 1x1 convs become one fused q/k/v matmul
         h = self.norm(x).flatten(2).transpose(1, 2)
         weight = torch.cat([self.q.weight, self.k.weight, self.v.weight]).flatten(1)
         bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        out_weight, out_bias = self.proj_out.weight.flatten(1), self.proj_out.bias
+        if runs_in_lowp(c, lowp):  # bf16 matmuls (softmax accumulated in fp32 inside SDPA), fp32 residual
+            h, weight, bias, out_weight = h.to(lowp), weight.to(lowp), bias.to(lowp), out_weight.to(lowp)
         q, k, v = F.linear(h, weight, bias).unsqueeze(1).chunk(3, dim=-1)  # each (B, 1, HW, C), unit stride
         out = F.scaled_dot_product_attention(q, k, v).squeeze(1)
-        out = F.linear(out, self.proj_out.weight.flatten(1), self.proj_out.bias)  # (B, HW, C)
+        if runs_in_lowp(c, lowp):
+            out = F.linear(out, out_weight).float().add_(out_bias)
+        else:
+            out = F.linear(out, out_weight, out_bias)  # (B, HW, C)
         return x + out.transpose(1, 2).view(b, c, height, width)  # a view: channels-last strides
 
 
@@ -109,8 +136,8 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
+    def forward(self, x: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
+        return lowp_conv(self.conv, F.pad(x, (0, 1, 0, 1)), lowp)
 
 
 def _subpixel_taps(w: torch.Tensor, axis: int) -> list[torch.Tensor]:

@@ -1,9 +1,10 @@
 """`ImageTokenizer`: images in, (B, h, w) VQ-GAN codes out, codes back to pixels.
 
 Loads taming-transformers / Chameleon and LlamaGen checkpoints as they are published, and our own
-`config.json` + `model.safetensors`. Inference runs under `torch.inference_mode`, optionally in bf16/fp16
-autocast (the codebook lookup always stays fp32 so indices only change where two codes are near-ties),
-channels-last by default, and each stage can be `torch.compile`d with `.compile()`.
+`config.json` + `model.safetensors`. Inference runs under `torch.inference_mode`, optionally in bf16/fp16: the
+encoder with a mixed-precision policy (wide convolutions in bf16, trunk, norms, narrow layers and the layers
+feeding the lookup in fp32), the decoder under autocast, the codebook lookup always in fp32; channels-last by
+default, and each stage can be `torch.compile`d with `.compile()`.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class ImageTokenizer:
     Args:
         config: the architecture (`VQGANConfig`).
         model: a `VQAutoencoder` holding the weights (randomly initialised when None).
-        dtype: compute dtype of the convolutions: float32 (default), bfloat16 or float16 (autocast).
+        dtype: compute dtype: float32 (default), bfloat16 or float16. bf16/fp16 encode with the mixed-precision
+            policy of `Encoder` (codes agree with fp32 except at near-ties) and decode under autocast.
         device: where to run (default: where `model` is, CPU for a new model).
         channels_last: keep activations channels-last (default; faster convolutions on CPU and GPU). On CPU
             GroupNorm then runs mmtok's own channels-last kernel (PyTorch's is inaccurate); False keeps NCHW.
@@ -175,6 +177,9 @@ class ImageTokenizer:
             json.dump(self.config, f, indent=2)
 
     # ------------------------------------------------------------------------------------ inference
+    def _lowp(self) -> torch.dtype | None:
+        return None if self.dtype == torch.float32 else self.dtype
+
     def _autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
@@ -211,9 +216,7 @@ class ImageTokenizer:
     def encode_latents(self, images, **kwargs) -> torch.Tensor:
         """Pre-quantisation latents z_e (B, code_dim, h, w), fp32 (before any l2 normalisation)."""
         x = self._layout(self.prepare_images(images, **kwargs))
-        with self._autocast():
-            z = self._stage("encode_latents")(x)
-        return z.float()
+        return self._stage("encode_latents")(x, self._lowp()).float()  # mixed precision: no autocast here
 
     @torch.inference_mode()
     def encode(self, images, *, size: int | None = None, mode: str = "center_crop", pad_value: float = -1.0) -> torch.Tensor:
