@@ -154,7 +154,7 @@ class AudioCodec(nn.Module):
         def dequantize(lo: int, hi: int) -> torch.Tensor:
             return self.quantizer.decode(codes[None, :, lo:hi])
 
-        wave = decode_chunked(self.decoder, dequantize, codes.shape[1], self.hop_length, chunk)
+        wave = decode_chunked(self.decoder, dequantize, codes.shape[1], chunk)
         return wave[0, 0]
 
     def decoded_length(self, frames: int) -> int:
