@@ -152,6 +152,12 @@ def test_compile_traces_without_graph_breaks(seed):
     compiled.compile(backend="eager", fullgraph=True)
     assert torch.equal(compiled.encode(x), codes)
     _close(compiled.decode(codes), expected, 1e-6, what="compiled decode")
+    # the bf16 encoder policy (fp32 32-channel level, bf16 64-channel level and attention) traces as well
+    eager_bf16 = ImageTokenizer(cfg, eager.model, dtype=torch.bfloat16)
+    latents = eager_bf16.encode_latents(x)
+    assert (latents - eager.encode_latents(x)).abs().max() > 0  # bf16 really ran
+    compiled_bf16 = ImageTokenizer(cfg, eager.model, dtype=torch.bfloat16).compile(backend="eager", fullgraph=True)
+    _close(compiled_bf16.encode_latents(x), latents, 1e-6, what="compiled bf16 latents")
 
 
 # ------------------------------------------------------------------------------------------ formats
