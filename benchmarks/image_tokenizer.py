@@ -4,7 +4,9 @@ Model: a taming ImageNet-f16 sized VQ-GAN (ch 128, ch_mult [1,1,2,2,4], 2 res bl
 z_channels 256, embed_dim 256, 1024 or 16384 codes), random weights, 256x256 inputs. The baseline is our
 own code written the way the upstream projects do it: NCHW fp32, `x * sigmoid(x)`, bmm + softmax attention,
 nearest-upsample then conv, and the full (N x K) distance matrix for the codebook lookup, under no_grad.
-Both run the same weights; the script checks they give the same codes before timing.
+Both run the same weights; the script checks they give the same codes before timing. "bf16 autocast everywhere"
+is the encoder entirely under autocast (mmtok's bf16 path before its mixed-precision policy; its decode row is the
+same code as "mmtok bf16"), to show what the policy costs.
 
     python benchmarks/image_tokenizer.py --quick        # 2 cores: batch 2, 3 repeats, 1024 codes
     python benchmarks/image_tokenizer.py --codes 16384 --batch 4 --repeats 5 --compile
@@ -210,6 +212,14 @@ def interleaved_medians(rows, repeats: int) -> dict:
     return {name: (statistics.median(e), statistics.median(d)) for name, (e, d) in times.items()}
 
 
+def encode_with_blanket_autocast(tok: ImageTokenizer, x: torch.Tensor) -> torch.Tensor:
+    """What mmtok's bf16 encode did before its mixed-precision policy: the whole encoder under autocast (trunk,
+    norms and narrow layers in bf16 too), fp32 lookup. Shows what the policy costs in speed."""
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16):
+        latents = tok.model.encode_latents(x.contiguous(memory_format=torch.channels_last))
+    return tok.model.latents_to_indices(latents.float())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="batch 2, 3 repeats (for a 2-core machine)")
@@ -249,6 +259,10 @@ def main(argv=None):
     ours_codes = variants["mmtok fp32"].encode(x)
     agree = (base_codes == ours_codes).float().mean().item()
     print(f"fp32 codes equal to the baseline's: {agree * 100:.2f} %")
+    bf16_agree = (variants["mmtok bf16"].encode(x) == ours_codes).float().mean().item()
+    blanket_agree = (encode_with_blanket_autocast(variants["mmtok bf16"], x) == ours_codes).float().mean().item()
+    print(f"bf16 codes equal to fp32's (random weights, so many near-ties): {bf16_agree * 100:.2f} % "
+          f"(autocast everywhere: {blanket_agree * 100:.2f} %)")
 
     def run_baseline_encode():
         with torch.no_grad():
@@ -261,6 +275,9 @@ def main(argv=None):
     rows = [("upstream-style fp32", run_baseline_encode, run_baseline_decode)]
     for name, tok in variants.items():
         rows.append((name, (lambda t=tok: t.encode(x)), (lambda t=tok: t.decode(base_codes))))
+    blanket = variants["mmtok bf16"]
+    rows.append(("bf16 autocast everywhere", lambda: encode_with_blanket_autocast(blanket, x),
+                 lambda: blanket.decode(base_codes)))
 
     results = {}
     for name, (t_enc, t_dec) in interleaved_medians(rows, args.repeats).items():
@@ -276,7 +293,8 @@ def main(argv=None):
               f"{r['decode_images_per_s']:13.3f} {r['decode_ratio']:6.2f}x")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"args": vars(args), "codes_agree_with_baseline": agree, "platform": platform.platform(),
+        json.dump({"args": vars(args), "codes_agree_with_baseline": agree, "bf16_codes_agree_with_fp32": bf16_agree,
+                   "blanket_bf16_codes_agree_with_fp32": blanket_agree, "platform": platform.platform(),
                    "torch": torch.__version__, "results": results}, f, indent=2)
     print(f"\nwrote {args.out}")
 
