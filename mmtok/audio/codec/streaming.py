@@ -102,29 +102,46 @@ class _TransposedConvStream(_Step):
 
 
 class _Residual(_Step):
-    """branch(x) + x, x delayed to the branch's output positions (the branch keeps the length)."""
+    """x + branch(x), x delayed to the branch's output positions (the branch keeps the length).
 
-    def __init__(self, branch: _Step):
-        self.branch = branch
+    When the branch ends in a 1x1 conv, the output buffer starts as skip + bias and the conv's matrix product
+    accumulates into it: one pass over the output fewer than a conv followed by an add.
+    """
+
+    def __init__(self, branch: list[_Step], project: WNConv1d | None):
+        self.branch, self.project = _Sequence(branch), project
         self.pending: list[torch.Tensor] = []
 
     def push(self, x, last):
         if x is not None:
             self.pending.append(x)
-        y = self.branch.push(x, last)
-        if y is None:
+        h = self.branch.push(x, last)
+        if h is None:
             return None
+        if self.project is None:
+            return self._add_skip(h, h, None)
+        weight = self.project.weight()[:, :, 0]
+        y = self._add_skip(h.new_empty(h.shape[0], weight.shape[0], h.shape[-1]), None, self.project.bias)
+        if y.shape[0] == 1:
+            y[0].addmm_(weight, h[0])
+        else:
+            y.baddbmm_(weight.expand(y.shape[0], -1, -1), h)
+        return y
+
+    def _add_skip(self, out: torch.Tensor, y: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+        """out = (y or bias) + the next out.shape[-1] pending skip samples."""
         done = 0
-        while done < y.shape[-1]:
+        while done < out.shape[-1]:
             skip = self.pending[0]
-            n = min(skip.shape[-1], y.shape[-1] - done)
-            y[..., done: done + n].add_(skip[..., :n])
+            n = min(skip.shape[-1], out.shape[-1] - done)
+            other = y[..., done: done + n] if y is not None else bias[:, None]
+            torch.add(skip[..., :n], other, out=out[..., done: done + n])
             done += n
             if n == skip.shape[-1]:
                 self.pending.pop(0)
             else:
                 self.pending[0] = skip[..., n:].clone()  # the short remainder, not the whole piece
-        return y
+        return out
 
 
 def _stream_sequence(modules: list[nn.Module]) -> _Sequence:
@@ -162,7 +179,11 @@ def stream(module: nn.Module) -> _Step:
     if isinstance(module, Decoder):
         return stream(module.model)
     if isinstance(module, ResidualUnit):
-        return _Residual(stream(module.block))
+        layers = list(module.block)
+        last = layers[-1]
+        if isinstance(last, WNConv1d) and _conv_stream(last) is None:  # a 1x1 conv: fused with the skip add
+            return _Residual(_stream_sequence(layers[:-1]).steps, last)
+        return _Residual(_stream_sequence(layers).steps, None)
     if isinstance(module, (WNConv1d, WNConvTranspose1d)):
         return _conv_stream(module) or _Pointwise(module)
     if isinstance(module, (Snake1d, nn.Tanh, nn.Identity)):
