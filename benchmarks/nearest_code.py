@@ -14,7 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _common import max_rss_mb, median_seconds, print_table, write_json  # noqa: E402
+from _common import median_seconds, print_table, write_json  # noqa: E402
 
 import mmtok  # noqa: E402
 from mmtok.ops import backends  # noqa: E402

@@ -84,25 +84,26 @@ def _open_error(path: pathlib.Path, exc: Exception) -> ValueError:
 
 def audio_info(path) -> soundfile._SoundFileInfo:
     """Sample rate, channels and frame count of an audio file, without reading the samples."""
-    path = _existing(path)
+    path = existing_file(path)
     try:
         return soundfile.info(str(path))
     except (RuntimeError, soundfile.LibsndfileError, TypeError) as exc:
         raise _open_error(path, exc) from None
 
 
-def _existing(path) -> pathlib.Path:
+def existing_file(path, what: str = "audio file") -> pathlib.Path:
+    """path as a Path, or FileNotFoundError / IsADirectoryError naming it and what was expected there."""
     path = pathlib.Path(os.fspath(path))
     if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     if path.is_dir():
-        raise IsADirectoryError(f"expected an audio file, got a directory: {path}")
+        raise IsADirectoryError(f"expected a{'n' if what[0] in 'aeiou' else ''} {what}, got a directory: {path}")
     return path
 
 
 def load_audio(path, sample_rate: int = SAMPLE_RATE, mono: bool = True) -> torch.Tensor:
     """Read wav/flac/ogg/mp3/... with soundfile -> float32 (samples,) at sample_rate (or (channels, samples))."""
-    path = _existing(path)
+    path = existing_file(path)
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, TypeError) as exc:

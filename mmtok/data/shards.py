@@ -36,7 +36,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<i4")
 
 
-def _sha256(path: pathlib.Path) -> str:
+def file_sha256(path: pathlib.Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (shard files can be large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -92,8 +93,8 @@ def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtyp
     record = {
         "name": name, "shard": index, "inputs": len(results), "samples": len(samples), "failures": failures,
         "tokens": int(tokens.size), "dtype": dtype.name,
-        "tokens_file": {"path": bin_path.name, "bytes": bin_path.stat().st_size, "sha256": _sha256(bin_path)},
-        "index_file": {"path": index_path.name, "bytes": index_path.stat().st_size, "sha256": _sha256(index_path)},
+        "tokens_file": {"path": bin_path.name, "bytes": bin_path.stat().st_size, "sha256": file_sha256(bin_path)},
+        "index_file": {"path": index_path.name, "bytes": index_path.stat().st_size, "sha256": file_sha256(index_path)},
         "by_modality": _by_modality(samples, failures),
     }
     record_tmp = out_dir / f"{name}.json{suffix}"

@@ -2,7 +2,6 @@
 offsets and lengths, token ranges, and the counts of samples, tokens and failures."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -11,14 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .manifest import FAILURES_FILE, load_manifest
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from .shards import file_sha256
 
 
 def _check_file(directory: pathlib.Path, entry: dict, what: str, problems: list) -> bool:
@@ -29,7 +21,7 @@ def _check_file(directory: pathlib.Path, entry: dict, what: str, problems: list)
     if path.stat().st_size != entry["bytes"]:
         problems.append(f"{what}: {entry['path']} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
         return False
-    if _sha256(path) != entry["sha256"]:
+    if file_sha256(path) != entry["sha256"]:
         problems.append(f"{what}: {entry['path']} sha256 differs from the manifest (corrupted)")
         return False
     return True

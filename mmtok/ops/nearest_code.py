@@ -7,7 +7,6 @@ sees (an opaque op with a fake implementation) and what autograd differentiates 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import backends
 from .reference import compute_dtype, exact_distances, nearest_code_reference

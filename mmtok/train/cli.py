@@ -1,7 +1,6 @@
 """`mmtok train-vqgan`: train a VQ-GAN on a folder of photos (single process, or DDP under torchrun)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 

@@ -5,25 +5,15 @@ key or shape mismatch is an error that names the keys, because a half-loaded cod
 """
 from __future__ import annotations
 
-import os
-import pathlib
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..io import existing_file
 from .config import CodecConfig
 
 MAX_LISTED = 12  # keys listed per kind of mismatch in an error message
-
-
-def _existing_file(path, what: str) -> pathlib.Path:
-    path = pathlib.Path(os.fspath(path))
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise IsADirectoryError(f"expected a {what}, got a directory: {path}")
-    return path
 
 
 def _listed(keys: list[str]) -> str:
@@ -59,7 +49,7 @@ def load_state_dict_exactly(module: nn.Module, state_dict: dict[str, Any], sourc
 
 def read_dac_file(path) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
     """DAC weight file ({'state_dict', 'metadata': {'kwargs'}}) -> (config, state_dict). No code is unpickled."""
-    path = _existing_file(path, "DAC weight file")
+    path = existing_file(path, "DAC weight file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / non-torch files

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import load_audio, prepare_waveform
+from ..io import existing_file, load_audio, prepare_waveform
 from .blocks import Decoder, Encoder
-from .checkpoint import _existing_file, load_state_dict_exactly, read_dac_file
+from .checkpoint import load_state_dict_exactly, read_dac_file
 from .chunking import decode_chunked, encode_chunked, output_length
 from .config import CodecConfig
 from .quantizer import ResidualVectorQuantizer
@@ -92,8 +92,8 @@ class AudioCodec(nn.Module):
     @classmethod
     def from_pretrained(cls, directory) -> "AudioCodec":
         directory = pathlib.Path(os.fspath(directory))
-        config_path = _existing_file(directory / CONFIG_NAME, "codec config")
-        weights_path = _existing_file(directory / WEIGHTS_NAME, "codec weights")
+        config_path = existing_file(directory / CONFIG_NAME, "codec config")
+        weights_path = existing_file(directory / WEIGHTS_NAME, "codec weights")
         try:
             data = json.loads(config_path.read_text())
         except json.JSONDecodeError as exc:
