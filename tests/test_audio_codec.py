@@ -261,3 +261,10 @@ def test_cli_convert_encode_decode(tmp_path, expected):
     back, rate = soundfile.read(tmp_path / "wav" / "clip.wav", dtype="float32")
     assert rate == 16000 and back.shape == (320 * 51 - 8,)
     np.testing.assert_allclose(back, expected["y_from_codes"][0, 0].numpy(), atol=2.0 / 32768)  # PCM_16 output
+
+    # a missing input is reported and skipped; the good one is still decoded, and the status says 1 failed
+    missing = tmp_path / "codes" / "missing.npy"
+    args = parser.parse_args([str(a) for a in ("codec-decode", missing, tmp_path / "codes" / "clip.npy",
+                                               "--dac", FIXTURE / "model.pth", "--out", tmp_path / "wav2")])
+    assert args.func(args) == 1
+    assert soundfile.read(tmp_path / "wav2" / "clip.wav")[0].shape == back.shape

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from ..._cli import code_dtype, for_each_file, load_codes
+
 
 def _load_codec(args):
     from .model import AudioCodec
@@ -36,27 +38,26 @@ def _encode(args) -> int:
 
     codec = _load_codec(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.audio:
+    dtype = code_dtype(codec.codebook_size)
+
+    def encode_one(path: pathlib.Path) -> str:
         codes = codec.encode_file(path, chunk_seconds=args.chunk_seconds)
         target = args.out / f"{path.stem}.npy"
-        dtype = np.int16 if codec.codebook_size <= 32768 else np.int32
         np.save(target, codes.numpy().astype(dtype))
-        print(f"{path} -> {target} {tuple(codes.shape)}")
-    return 0
+        return f"{target} {tuple(codes.shape)}"
+
+    return for_each_file(args.audio, encode_one)
 
 
 def _decode(args) -> int:
-    import numpy as np
-
     codec = _load_codec(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.codes:
-        if not path.exists():
-            raise FileNotFoundError(f"codes file not found: {path}")
-        codes = np.load(path).astype(np.int64)
-        target = codec.decode_to_file(codes, args.out / f"{path.stem}.wav", chunk_seconds=args.chunk_seconds)
-        print(f"{path} -> {target}")
-    return 0
+
+    def decode_one(path: pathlib.Path) -> str:
+        target = args.out / f"{path.stem}.wav"
+        return str(codec.decode_to_file(load_codes(path), target, chunk_seconds=args.chunk_seconds))
+
+    return for_each_file(args.codes, decode_one)
 
 
 def register(subparsers) -> None:
