@@ -208,6 +208,13 @@ def test_cli_writes_reproducible_tokens(speech, tmp_path, seed):
     assert row["tokens"] == reloaded.encode(load_audio(path), 16000).tolist()
     assert row["tokens"] == AudioTokenizer(seed=seed % 1000).encode_file(path).tolist()
 
+    # an unreadable file among good ones: reported, skipped, the good lines and the tokenizer still written
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really")
+    assert main(["audio-tokens", str(broken), str(path), "--out", str(out), "--seed", str(seed % 1000)]) == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in rows] == [str(path)] and rows[0]["tokens"] == row["tokens"]
+
 
 def test_first_use_under_inference_mode_does_not_break_later_calls(seed):
     """Reusable frame buffers made under torch.inference_mode must not leak into normal mode (and back)."""

@@ -9,6 +9,8 @@ import argparse
 import json
 import pathlib
 
+from .._cli import for_each_file
+
 
 def _audio_tokens(args) -> int:
     from .tokenizer import AudioTokenizer
@@ -19,15 +21,20 @@ def _audio_tokens(args) -> int:
         tok = AudioTokenizer(seed=args.seed, num_codebooks=args.num_codebooks, frontend=args.frontend)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as f:
-        for path in args.inputs:
+
+        def tokenize_one(path: pathlib.Path) -> str:
             tokens = tok.encode_file(path, chunk_seconds=args.chunk_seconds)
             f.write(json.dumps({"path": str(path), "tokens": tokens.tolist(), "num_codebooks": tok.num_codebooks,
                                 "tokens_per_second": tok.tokens_per_second,
                                 "seconds": tokens.shape[1] / tok.tokens_per_second}) + "\n")
+            f.flush()
+            return f"{tokens.shape[1]} tokens per codebook"
+
+        status = for_each_file(args.inputs, tokenize_one)
     saved = args.out.with_name(args.out.name + ".tokenizer")
     tok.save_pretrained(saved)
-    print(f"wrote {args.out} ({len(args.inputs)} files) and the tokenizer to {saved}")
-    return 0
+    print(f"wrote {args.out} and the tokenizer to {saved}")
+    return status
 
 
 def register(subparsers) -> None:
