@@ -29,6 +29,20 @@ def code_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.int16) if vocab_size <= 1 << 15 else np.dtype(np.int32)
 
 
+def encode_files(paths: Iterable[pathlib.Path], out_dir: pathlib.Path, encode: Callable, vocab_size: int) -> int:
+    """encode(path) -> integer tensor of codes, saved as out_dir/<stem>.npy in code_dtype(vocab_size); as for_each_file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dtype = code_dtype(vocab_size)
+
+    def encode_one(path: pathlib.Path) -> str:
+        codes = encode(path)
+        target = out_dir / f"{path.stem}.npy"
+        np.save(target, codes.cpu().numpy().astype(dtype))
+        return f"{target} {tuple(codes.shape)}"
+
+    return for_each_file(paths, encode_one)
+
+
 def load_codes(path: pathlib.Path) -> np.ndarray:
     """An integer .npy array of codes; FileNotFoundError / ValueError naming the file."""
     if not path.is_file():

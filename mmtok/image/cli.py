@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from .._cli import code_dtype, for_each_file, load_codes
+from .._cli import encode_files, for_each_file, load_codes
 
 
 def _load_tokenizer(args):
@@ -42,19 +42,9 @@ def _convert(args) -> int:
 
 
 def _encode(args) -> int:
-    import numpy as np
-
     tok = _load_tokenizer(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    dtype = code_dtype(tok.num_codes)
-
-    def encode_one(path: pathlib.Path) -> str:
-        codes = tok.encode([path], size=args.size, mode=args.mode)[0]
-        target = args.out / f"{path.stem}.npy"
-        np.save(target, codes.cpu().numpy().astype(dtype))
-        return f"{target} {tuple(codes.shape)}"
-
-    return for_each_file(args.images, encode_one)
+    return encode_files(args.images, args.out, lambda path: tok.encode([path], size=args.size, mode=args.mode)[0],
+                        tok.num_codes)
 
 
 def _decode(args) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from ..._cli import code_dtype, for_each_file, load_codes
+from ..._cli import encode_files, for_each_file, load_codes
 
 
 def _load_codec(args):
@@ -34,19 +34,9 @@ def _convert(args) -> int:
 
 
 def _encode(args) -> int:
-    import numpy as np
-
     codec = _load_codec(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    dtype = code_dtype(codec.codebook_size)
-
-    def encode_one(path: pathlib.Path) -> str:
-        codes = codec.encode_file(path, chunk_seconds=args.chunk_seconds)
-        target = args.out / f"{path.stem}.npy"
-        np.save(target, codes.numpy().astype(dtype))
-        return f"{target} {tuple(codes.shape)}"
-
-    return for_each_file(args.audio, encode_one)
+    return encode_files(args.audio, args.out, lambda path: codec.encode_file(path, chunk_seconds=args.chunk_seconds),
+                        codec.codebook_size)
 
 
 def _decode(args) -> int:
