@@ -4,9 +4,10 @@
 #            one CPU thread;
 #   phase 2: scripts/default_tokenizer_finetune.json, 256x256 crops of all training photos (train.txt), starting
 #            from phase 1's exported fp16 weights (--init; the previously shipped tokenizer): GroupNorm
-#            statistics then match those of 256x256 images. The shipped model ran it in three parts on a 2-core CPU (each --init: fresh optimiser and schedule): 500 steps in
-#            one process of one thread (2 crops a step), then under torchrun with 2 processes of one thread each
-#            (4 crops a step) 400 steps of a 1500-step schedule, then a 1900-step schedule to the end;
+#            statistics then match those of 256x256 images. The shipped model ran it in three parts on a 2-core
+#            CPU (each --init: fresh optimiser and schedule): 500 steps in one process of one thread (2 crops a
+#            step), then under torchrun with 2 processes of one thread each (4 crops a step) 400 steps of a
+#            1500-step schedule, then a 1900-step schedule to the end;
 # export in fp16 and measure on the held-out photos.
 #   scripts/train_default_tokenizer.sh [DATA_DIR] [RUN_DIR]
 set -euo pipefail
