@@ -8,7 +8,7 @@
 #            CPU (each --init: fresh optimiser and schedule): 500 steps in one process of one thread (2 crops a
 #            step), then under torchrun with 2 processes of one thread each (4 crops a step) 400 steps of a
 #            1500-step schedule, then a 1900-step schedule to the end (held-out 23.94 dB), then from that
-#            export an 800-step schedule at lr 1e-4 (held-out 24.1-24.2 dB);
+#            export an 800-step schedule at lr 1e-4 (held-out 24.08 dB);
 # export in fp16 and measure on the held-out photos.
 #   scripts/train_default_tokenizer.sh [DATA_DIR] [RUN_DIR]
 set -euo pipefail
