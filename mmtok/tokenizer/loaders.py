@@ -1,0 +1,65 @@
+"""Loaders of the layouts mmtok has always read (its own folders, taming, LlamaGen), for `mmtok.load`.
+
+Each takes `(path, *, device=None, dtype=None, **options)` and returns a tokenizer; the families' own loaders
+live with the families. The mmtok folder is dispatched on its format marker.
+"""
+from __future__ import annotations
+
+import importlib
+import pathlib
+
+from .folder import CONFIG_NAME, folder_format, read_config
+
+# format marker of a saved folder -> "module:class" whose `from_pretrained(folder, **options)` reads it
+FOLDER_CLASSES = {
+    "mmtok.image.vqgan": "mmtok.image.tokenizer:ImageTokenizer",
+    "mmtok.audio.bestrq": "mmtok.audio.tokenizer:AudioTokenizer",
+    "mmtok.AudioCodec": "mmtok.audio.codec.model:AudioCodec",
+}
+
+
+def _class(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_mmtok_folder(path, *, device=None, dtype=None, **options):
+    path = pathlib.Path(path)
+    fmt = folder_format(read_config(path / CONFIG_NAME))
+    if fmt not in FOLDER_CLASSES:
+        raise ValueError(f"{path / CONFIG_NAME}: format {fmt!r} is not one this mmtok reads "
+                         f"(known: {', '.join(sorted(FOLDER_CLASSES))})")
+    cls = _class(FOLDER_CLASSES[fmt])
+    if device is not None:
+        options["device"] = device
+    if dtype is not None:
+        options["dtype"] = dtype
+    return cls.from_pretrained(path, **options)
+
+
+def load_taming(path, *, device=None, dtype=None, config_path=None, **options):
+    from ..image.tokenizer import ImageTokenizer
+
+    path = pathlib.Path(path)
+    if config_path is None:
+        yamls = sorted(path.parent.glob("*.yaml"))
+        if len(yamls) != 1:
+            raise ValueError(f"{path}: a taming checkpoint needs its yaml config (config_path=...; found "
+                             f"{len(yamls)} .yaml files beside it)")
+        config_path = yamls[0]
+    return ImageTokenizer.from_taming(path, config_path, device=device, dtype=dtype, **options)
+
+
+def load_llamagen(path, *, device=None, dtype=None, config_path=None, **options):
+    from ..image.tokenizer import ImageTokenizer
+
+    return ImageTokenizer.from_llamagen(path, config_path=config_path, device=device, dtype=dtype, **options)
+
+
+def load_dac(path, *, device=None, dtype=None, **options):
+    from ..audio.codec.model import AudioCodec
+
+    if dtype is not None:
+        raise ValueError("the DAC codec runs in float32; dtype is not supported for this layout")
+    codec = AudioCodec.from_dac(path, **options)
+    return codec.to(device) if device is not None else codec

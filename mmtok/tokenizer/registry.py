@@ -1,0 +1,174 @@
+"""`mmtok.load`: one entry point for every checkpoint layout mmtok reads, detected from the files themselves.
+
+A `Layout` names a way checkpoints are published (mmtok's own folder, a taming `.ckpt` + yaml, a LlamaGen `.pt`,
+a Hugging Face `transformers` folder of a given `model_type`, a `diffusers` folder of a given `_class_name`,
+...), how to recognise it cheaply (`matches`, which reads at most a config file), and the function that loads
+it (`loader`, "module:function", imported only when used, so this module imports no tokenizer family).
+
+Every loader is called as `loader(path, device=..., dtype=..., **options)` and returns an object following the
+`Tokenizer` protocol. Families add their layouts to `LAYOUTS`; the order is the detection order.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pathlib
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from .folder import CONFIG_NAME, folder_format, read_config
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What detection looks at: the path, and the parsed `config.json` of a folder (None for a file or when
+    the folder has none or it is unreadable)."""
+
+    path: pathlib.Path
+    config: dict | None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.path.is_dir()
+
+    @property
+    def suffix(self) -> str:
+        return self.path.suffix.lower()
+
+    @property
+    def model_type(self) -> str | None:
+        """A `transformers` config's `model_type`."""
+        return (self.config or {}).get("model_type")
+
+    @property
+    def class_name(self) -> str | None:
+        """A `diffusers` config's `_class_name`."""
+        return (self.config or {}).get("_class_name")
+
+    @property
+    def mmtok_format(self) -> str | None:
+        return folder_format(self.config) if self.config is not None else None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A published checkpoint layout: its name (`format=` in `load`), what it covers, how it is recognised and
+    the function that loads it."""
+
+    name: str
+    description: str
+    matches: Callable[[Probe], bool]
+    loader: str  # "module:function"
+
+    def load(self, path, **options):
+        module, _, function = self.loader.partition(":")
+        return getattr(importlib.import_module(module), function)(path, **options)
+
+
+def _mmtok_folder(probe: Probe) -> bool:
+    return probe.is_dir and probe.mmtok_format is not None
+
+
+def _taming(probe: Probe) -> bool:
+    return not probe.is_dir and probe.suffix == ".ckpt"
+
+
+def _torch_payload_keys(probe: Probe) -> set[str]:
+    """Top-level keys of a single-file torch checkpoint (read weights-only; empty when unreadable)."""
+    from .weights import read_torch_pickle
+
+    try:
+        payload = read_torch_pickle(probe.path)
+    except ValueError:
+        return set()
+    return {str(k) for k in payload} if isinstance(payload, dict) else set()
+
+
+def _dac(probe: Probe) -> bool:
+    return not probe.is_dir and probe.suffix == ".pth" and {"state_dict", "metadata"} <= _torch_payload_keys(probe)
+
+
+def _llamagen(probe: Probe) -> bool:
+    return not probe.is_dir and probe.suffix in (".pt", ".pth", ".bin")
+
+
+# Detection order: mmtok's own folders, then the Hugging Face folders by model_type / _class_name, then the
+# original single-file layouts by suffix. Families add their entries here.
+LAYOUTS: list[Layout] = [
+    Layout("mmtok", "mmtok's own folder (config.json with format 'mmtok.*' + model.safetensors), any family",
+           _mmtok_folder, "mmtok.tokenizer.loaders:load_mmtok_folder"),
+    Layout("taming", "taming-transformers / original Chameleon VQ-GAN: Lightning .ckpt + its yaml config",
+           _taming, "mmtok.tokenizer.loaders:load_taming"),
+    Layout("dac", "descript-audio-codec weight file (.pth with 'state_dict' and 'metadata')",
+           _dac, "mmtok.tokenizer.loaders:load_dac"),
+    Layout("llamagen", "LlamaGen VQ model checkpoint (.pt: {'model'} or {'ema'})",
+           _llamagen, "mmtok.tokenizer.loaders:load_llamagen"),
+]
+
+
+def layout_names() -> list[str]:
+    return [layout.name for layout in LAYOUTS]
+
+
+def _probe(path: pathlib.Path) -> Probe:
+    config = None
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        try:
+            config = read_config(path / CONFIG_NAME)
+        except ValueError:
+            config = None
+    return Probe(path, config)
+
+
+def _describe(probe: Probe) -> str:
+    if not probe.is_dir:
+        return f"a file with suffix {probe.suffix or '(none)'}"
+    if probe.config is None:
+        entries = sorted(p.name for p in probe.path.iterdir())[:8]
+        return f"a folder without a readable {CONFIG_NAME} (holding {entries})"
+    keys = {k: probe.config[k] for k in ("format", "model_type", "_class_name") if k in probe.config}
+    return f"a folder whose {CONFIG_NAME} has {keys or 'none of format / model_type / _class_name'}"
+
+
+def _checked_path(path) -> pathlib.Path:
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    if "://" in text:
+        raise ValueError(f"{text!r}: mmtok.load takes a local file or folder (nothing is downloaded)")
+    p = pathlib.Path(text)
+    if not p.exists():
+        if _HUB_ID.match(text):
+            raise ValueError(f"{text!r} is not a local path; it looks like a Hugging Face Hub id. mmtok downloads "
+                             f"nothing: download the folder first (e.g. `huggingface-cli download {text} "
+                             f"--local-dir DIR`) and pass DIR")
+        raise FileNotFoundError(f"tokenizer not found: {text}")
+    return p
+
+
+def detect_layout(path) -> Layout:
+    """The layout of a local file or folder; ValueError saying what was found and which layouts exist."""
+    probe = _probe(_checked_path(path))
+    for layout in LAYOUTS:
+        if layout.matches(probe):
+            return layout
+    raise ValueError(f"{probe.path}: no known tokenizer layout ({_describe(probe)}); known layouts: "
+                     + "; ".join(f"{layout.name} ({layout.description})" for layout in LAYOUTS))
+
+
+def load(path, *, format: str | None = None, device=None, dtype=None, **options):
+    """Load the tokenizer at `path` (a file or folder in any supported layout) following the `Tokenizer`
+    protocol. `format` forces a layout by name (see `LAYOUTS`); `device` and `dtype` set where and in which
+    precision it runs; other options go to the layout's loader. Nothing is fetched from a network."""
+    p = _checked_path(path)
+    if format is None:
+        layout = detect_layout(p)
+    else:
+        named = {layout.name: layout for layout in LAYOUTS}
+        if format not in named:
+            raise ValueError(f"format={format!r} is not a known layout; known: {', '.join(named)}")
+        layout = named[format]
+    return layout.load(p, device=device, dtype=dtype, **options)
