@@ -22,6 +22,11 @@ namespace {
 constexpr int64_t kL2BudgetFloats = 64 * 1024;  // ~256 KB of packed codes or rows per chunk
 constexpr float kNormEps = 1e-12f;               // as torch.nn.functional.normalize
 
+// The metric, as the op's integer argument: argmin of ||x - c||^2, of 1 - cos(x, c), or of -x.c (maximum inner
+// product). All three are one score, bias_k - 2 x'.c'_k, with x' and c' scaled (cosine) and bias_k = ||c_k||^2
+// (l2) or 0 (cosine, dot).
+enum Metric : int64_t { kL2 = 0, kCosine = 1, kDot = 2 };
+
 std::string& forced_isa() {
   static std::string isa = [] {
     const char* env = std::getenv("MMTOK_CPU_CAPABILITY");
@@ -64,8 +69,8 @@ inline float to_float(T v) {
 }
 
 template <typename T>
-float row_scale(const T* row, int64_t dim, bool cosine) {
-  if (!cosine) return -2.0f;
+float row_scale(const T* row, int64_t dim, Metric metric) {
+  if (metric != kCosine) return -2.0f;
   double sq = 0.0;
   for (int64_t d = 0; d < dim; ++d) {
     const double v = to_float(row[d]);
@@ -82,9 +87,9 @@ void check_finite_row(const T* row, int64_t dim, const char* name, int64_t index
   }
 }
 
-// Codebook -> groups of `nc` codes, dimension-major, plus per-code bias (||c||^2, 0 for cosine, +inf padding).
+// Codebook -> groups of `nc` codes, dimension-major, plus per-code bias (||c||^2, 0 for cosine and dot, +inf padding).
 template <typename T>
-void pack_codebook(const T* cb, int64_t k, int64_t dim, bool cosine, int nc, float* packed, float* bias) {
+void pack_codebook(const T* cb, int64_t k, int64_t dim, Metric metric, int nc, float* packed, float* bias) {
   const int64_t groups = (k + nc - 1) / nc;
   at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
@@ -103,9 +108,9 @@ void pack_codebook(const T* cb, int64_t k, int64_t dim, bool cosine, int nc, flo
           const double v = to_float(row[d]);
           sq += v * v;
         }
-        const float scale = cosine ? 1.0f / std::max(static_cast<float>(std::sqrt(sq)), kNormEps) : 1.0f;
+        const float scale = metric == kCosine ? 1.0f / std::max(static_cast<float>(std::sqrt(sq)), kNormEps) : 1.0f;
         for (int64_t d = 0; d < dim; ++d) group[d * nc + j] = to_float(row[d]) * scale;
-        bias[code] = cosine ? 0.0f : static_cast<float>(sq);
+        bias[code] = metric == kL2 ? static_cast<float>(sq) : 0.0f;
       }
     }
   });
@@ -113,7 +118,7 @@ void pack_codebook(const T* cb, int64_t k, int64_t dim, bool cosine, int nc, flo
 
 // Rows [r0, r0 + rows) of x -> panels of `p` rows, dimension-major, scaled by -2 (and 1/||x|| for cosine).
 template <typename T>
-void pack_rows(const T* x, int64_t r0, int64_t rows, int64_t dim, bool cosine, int p, int64_t panels, float* out) {
+void pack_rows(const T* x, int64_t r0, int64_t rows, int64_t dim, Metric metric, int p, int64_t panels, float* out) {
   for (int64_t lr = 0; lr < panels * p; ++lr) {
     float* dst = out + (lr / p) * dim * p + (lr % p);
     if (lr >= rows) {
@@ -122,15 +127,15 @@ void pack_rows(const T* x, int64_t r0, int64_t rows, int64_t dim, bool cosine, i
     }
     const T* row = x + (r0 + lr) * dim;
     check_finite_row(row, dim, "x", r0 + lr);
-    const float scale = row_scale(row, dim, cosine);
+    const float scale = row_scale(row, dim, metric);
     for (int64_t d = 0; d < dim; ++d) dst[d * p] = to_float(row[d]) * scale;
   }
 }
 
-// Distance of one row to its chosen code, computed directly: ||x - c||^2, or 1 - cos(x, c).
+// Distance of one row to its chosen code, computed directly: ||x - c||^2, 1 - cos(x, c), or -x.c.
 template <typename TX, typename TC>
-float exact_distance(const TX* xr, const TC* cr, int64_t dim, bool cosine) {
-  if (!cosine) {
+float exact_distance(const TX* xr, const TC* cr, int64_t dim, Metric metric) {
+  if (metric == kL2) {
     float acc = 0.0f;
     for (int64_t d = 0; d < dim; ++d) {
       const float diff = to_float(xr[d]) - to_float(cr[d]);
@@ -145,12 +150,13 @@ float exact_distance(const TX* xr, const TC* cr, int64_t dim, bool cosine) {
     xx += a * a;
     cc += b * b;
   }
+  if (metric == kDot) return static_cast<float>(-dot);
   const double denom = std::max(std::sqrt(xx), double(kNormEps)) * std::max(std::sqrt(cc), double(kNormEps));
   return static_cast<float>(1.0 - dot / denom);
 }
 
 template <typename TX, typename TC>
-void run(const at::Tensor& x, const at::Tensor& codebook, bool cosine, at::Tensor& indices, at::Tensor& distances) {
+void run(const at::Tensor& x, const at::Tensor& codebook, Metric metric, at::Tensor& indices, at::Tensor& distances) {
   const int64_t n = x.size(0), dim = x.size(1), k = codebook.size(0);
   const TX* xp = x.data_ptr<TX>();
   const TC* cp = codebook.data_ptr<TC>();
@@ -159,7 +165,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, bool cosine, at::Tenso
   const int64_t groups = (k + nc - 1) / nc;
 
   std::vector<float> packed(static_cast<size_t>(groups * dim * nc)), bias(static_cast<size_t>(groups * nc));
-  pack_codebook(cp, k, dim, cosine, nc, packed.data(), bias.data());
+  pack_codebook(cp, k, dim, metric, nc, packed.data(), bias.data());
 
   const int64_t group_chunk = std::max<int64_t>(1, kL2BudgetFloats / (dim * nc));
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
@@ -177,7 +183,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, bool cosine, at::Tenso
     std::vector<int32_t> best_index(static_cast<size_t>(block));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * block, rows = std::min(block, n - r0), panel_count = (rows + p - 1) / p;
-      pack_rows(xp, r0, rows, dim, cosine, p, panel_count, panels.data());
+      pack_rows(xp, r0, rows, dim, metric, p, panel_count, panels.data());
       std::fill(best.begin(), best.end(), std::numeric_limits<float>::infinity());
       std::fill(best_index.begin(), best_index.end(), 0);
       for (int64_t g0 = 0; g0 < groups; g0 += group_chunk) {
@@ -190,21 +196,23 @@ void run(const at::Tensor& x, const at::Tensor& codebook, bool cosine, at::Tenso
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t code = best_index[r];
         out_index[r0 + r] = code;
-        out_dist[r0 + r] = exact_distance(xp + (r0 + r) * dim, cp + code * dim, dim, cosine);
+        out_dist[r0 + r] = exact_distance(xp + (r0 + r) * dim, cp + code * dim, dim, metric);
       }
     }
   });
 }
 
 template <typename TX>
-void run_for_codebook_type(const at::Tensor& x, const at::Tensor& cb, bool cosine, at::Tensor& idx, at::Tensor& dist) {
+void run_for_codebook_type(const at::Tensor& x, const at::Tensor& cb, Metric metric, at::Tensor& idx, at::Tensor& dist) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cb.scalar_type(), "nearest_code_cpu_codebook",
-                                  [&] { run<TX, scalar_t>(x, cb, cosine, idx, dist); });
+                                  [&] { run<TX, scalar_t>(x, cb, metric, idx, dist); });
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in, const at::Tensor& codebook_in, bool cosine) {
+std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in, const at::Tensor& codebook_in, int64_t metric) {
+  TORCH_CHECK_VALUE(metric == kL2 || metric == kCosine || metric == kDot,
+                    "nearest_code_cpu: metric must be 0 (l2), 1 (cosine) or 2 (dot), got ", metric);
   TORCH_CHECK_VALUE(x_in.dim() == 2, "nearest_code_cpu: x must be (N, D), got rank ", x_in.dim());
   TORCH_CHECK_VALUE(codebook_in.dim() == 2, "nearest_code_cpu: codebook must be (K, D), got rank ", codebook_in.dim());
   TORCH_CHECK_VALUE(x_in.size(1) == codebook_in.size(1), "nearest_code_cpu: x has D = ", x_in.size(1),
@@ -218,7 +226,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in, cons
   at::Tensor distances = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
   if (x.size(0) == 0) return {indices, distances};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cpu",
-                                  [&] { run_for_codebook_type<scalar_t>(x, codebook, cosine, indices, distances); });
+                                  [&] { run_for_codebook_type<scalar_t>(x, codebook, static_cast<Metric>(metric), indices, distances); });
   return {indices, distances};
 }
 
@@ -241,9 +249,9 @@ bool with_cuda() {
 }  // namespace mmtok
 
 TORCH_LIBRARY(mmtok_C, m) {
-  m.def("nearest_code_cpu(Tensor x, Tensor codebook, bool cosine) -> (Tensor, Tensor)");
+  m.def("nearest_code_cpu(Tensor x, Tensor codebook, int metric) -> (Tensor, Tensor)");
 #ifdef MMTOK_WITH_CUDA
-  m.def("nearest_code_cuda(Tensor x, Tensor codebook, bool cosine) -> (Tensor, Tensor)");
+  m.def("nearest_code_cuda(Tensor x, Tensor codebook, int metric) -> (Tensor, Tensor)");
 #endif
 }
 

@@ -15,6 +15,7 @@ from mmtok.ops.nearest_code import nearest_code_op
 
 AVAILABLE = [b for b in backends.BACKENDS if backends.unavailable_reason(b, torch.device("cuda" if b == "cuda" else "cpu")) is None]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+METRICS = ["l2", "cosine", "dot"]
 
 
 def device_for(backend: str) -> torch.device:
@@ -28,6 +29,8 @@ def float64_scores(x: torch.Tensor, codebook: torch.Tensor, metric: str) -> torc
         x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         c = c / c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return 1.0 - x @ c.T
+    if metric == "dot":
+        return -(x @ c.T)
     return torch.cdist(x, c).square()
 
 
@@ -39,9 +42,11 @@ def assert_nearest(x, codebook, metric, indices, distances, rel_tol):
     assert int(idx.min()) >= 0 and int(idx.max()) < codebook.shape[0]
     chosen = d64.gather(1, idx[:, None]).squeeze(1)
     best = d64.min(dim=1).values
-    # rounding scale of the expanded form: |x|^2 + |c|^2 for L2, 1 for cosine
+    # rounding scale of the expanded form: |x|^2 + |c|^2 for L2, |x| max|c| for dot, 1 for cosine
     if metric == "l2":
         scale = x.reshape(-1, x.shape[-1]).double().cpu().square().sum(-1) + codebook.double().cpu().square().sum(-1).max()
+    elif metric == "dot":
+        scale = x.reshape(-1, x.shape[-1]).double().cpu().norm(dim=-1) * codebook.double().cpu().norm(dim=-1).max()
     else:
         scale = torch.ones_like(best)
     gap = chosen - best
@@ -56,7 +61,7 @@ def assert_nearest(x, codebook, metric, indices, distances, rel_tol):
 
 @pytest.mark.parametrize("backend", AVAILABLE)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("metric", METRICS)
 def test_matches_float64_reference(backend, dtype, metric, seed):
     device = device_for(backend)
     n, k, d = (70, 300, 8) if backend == "triton" else (517, 1000, 16)
@@ -72,7 +77,7 @@ def test_matches_float64_reference(backend, dtype, metric, seed):
 def test_odd_sizes(backend, n, k, d, seed):
     device = device_for(backend)
     x, codebook = torch.randn(n, d, device=device), torch.randn(k, d, device=device)
-    for metric in ("l2", "cosine"):
+    for metric in METRICS:
         indices, distances = mmtok.nearest_code(x, codebook, metric=metric, backend=backend)
         assert_nearest(x, codebook, metric, indices, distances, rel_tol=1e-5)
 
@@ -112,6 +117,15 @@ def test_exact_ties_go_to_the_lowest_index(backend, seed):
     cos_book = torch.cat([-c, 2 * c, c, 4 * c])
     idx, _ = mmtok.nearest_code(c.repeat(5, 1).to(device) * 3, cos_book.to(device), metric="cosine", backend=backend)
     assert idx.tolist() == [1] * 5
+    # dot: duplicated codes tie exactly (integer data), the first copy wins; the largest inner product, not the
+    # nearest, is chosen (4c beats c and 2c)
+    idx, dist = mmtok.nearest_code(x.to(device), dup.to(device), metric="dot", backend=backend)
+    assert int(idx.max()) < k
+    first_max = (d64 := -(x.double() @ dup.double().T)).eq(d64.min(dim=1, keepdim=True).values).float().argmax(dim=1)
+    assert torch.equal(idx.cpu(), first_max)
+    idx, dist = mmtok.nearest_code(c.repeat(2, 1).to(device), cos_book.to(device), metric="dot", backend=backend)
+    assert idx.tolist() == [3, 3]
+    torch.testing.assert_close(dist.cpu(), -(4 * c * c).sum(-1).repeat(2).float())
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
@@ -125,7 +139,7 @@ def test_bad_input_raises_value_error_naming_the_argument(backend):
         (lambda: mmtok.nearest_code(x, codebook[None], backend=backend), "codebook must have shape"),
         (lambda: mmtok.nearest_code(torch.tensor(1.0, device=device), codebook, backend=backend), "x must have at least"),
         (lambda: mmtok.nearest_code(x.long(), codebook, backend=backend), "x must be a floating"),
-        (lambda: mmtok.nearest_code(x, codebook, metric="dot", backend=backend), "metric"),
+        (lambda: mmtok.nearest_code(x, codebook, metric="manhattan", backend=backend), "metric"),
         (lambda: mmtok.nearest_code(x, codebook, backend="nope"), "backend"),
     ]
     bad_x = x.clone()
@@ -150,7 +164,7 @@ def test_all_cpu_instruction_sets_agree(seed):
             ext.set_cpu_capability(isa)
             for d in (8, 16, 32, 20, 64):
                 xi, ci = torch.randn(130, d), torch.randn(301, d)
-                for metric in ("l2", "cosine"):
+                for metric in METRICS:
                     idx, dist = mmtok.nearest_code(xi, ci, metric=metric, backend="cpp")
                     assert_nearest(xi, ci, metric, idx, dist, rel_tol=1e-5)
             results[isa] = mmtok.nearest_code(x, codebook, backend="cpp")[0]
@@ -160,7 +174,7 @@ def test_all_cpu_instruction_sets_agree(seed):
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
-@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("metric", METRICS)
 def test_gradients_of_distances(backend, metric, seed):
     device = device_for(backend)
     x = torch.randn(30, 6, device=device, dtype=torch.float64, requires_grad=True)
@@ -175,6 +189,8 @@ def test_gradients_of_distances(backend, metric, seed):
     chosen = cr[idx]
     if metric == "l2":
         ref = ((xr - chosen) ** 2).sum(-1)
+    elif metric == "dot":
+        ref = -(xr * chosen).sum(-1)
     else:
         ref = 1 - (xr / xr.norm(dim=-1, keepdim=True) * chosen / chosen.norm(dim=-1, keepdim=True)).sum(-1)
     (ref * weights.double()).sum().backward()
@@ -185,7 +201,7 @@ def test_gradients_of_distances(backend, metric, seed):
 @pytest.mark.parametrize("backend", [b for b in AVAILABLE if b in ("cpp", "torch", "triton")])
 def test_opcheck(backend, seed):
     x, codebook = torch.randn(40, 8, requires_grad=True), torch.randn(25, 8, requires_grad=True)
-    for metric in ("l2", "cosine"):
+    for metric in METRICS:
         torch.library.opcheck(nearest_code_op, (x, codebook, metric, backend))
         torch.library.opcheck(nearest_code_op, (x.detach().bfloat16(), codebook.detach().bfloat16(), metric, backend))
 

@@ -10,7 +10,10 @@
 
 namespace mmtok {
 
-std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, const at::Tensor& codebook_in, bool cosine) {
+// metric: 0 l2, 1 cosine, 2 dot (maximum inner product: bias 0, no scales; the distance is -x.c).
+std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, const at::Tensor& codebook_in, int64_t metric) {
+  TORCH_CHECK_VALUE(metric >= 0 && metric <= 2, "nearest_code_cuda: metric must be 0 (l2), 1 (cosine) or 2 (dot), got ", metric);
+  const bool cosine = metric == 1, dot = metric == 2;
   TORCH_CHECK_VALUE(x_in.dim() == 2 && codebook_in.dim() == 2, "nearest_code_cuda: expected x (N, D) and codebook (K, D)");
   TORCH_CHECK_VALUE(x_in.size(1) == codebook_in.size(1), "nearest_code_cuda: x has D = ", x_in.size(1),
                     " but codebook has D = ", codebook_in.size(1));
@@ -30,6 +33,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
     row_scale = x.to(at::kFloat).norm(2, {1}).clamp_min(1e-12).reciprocal();
     code_scale = codebook.to(at::kFloat).norm(2, {1}).clamp_min(1e-12).reciprocal();
     bias = at::zeros({codebook.size(0)}, x.options().dtype(at::kFloat));
+  } else if (dot) {
+    bias = at::zeros({codebook.size(0)}, x.options().dtype(at::kFloat));
   } else {
     bias = codebook.to(at::kFloat).square().sum(1);
   }
@@ -46,6 +51,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
   const at::Tensor chosen = codebook.to(at::kFloat).index_select(0, indices);
   at::Tensor distances =
       cosine ? 1.0 - (x.to(at::kFloat) * chosen).sum(1) * row_scale * code_scale.index_select(0, indices)
+      : dot  ? -(x.to(at::kFloat) * chosen).sum(1)
              : (x.to(at::kFloat) - chosen).square().sum(1);
   return {indices, distances};
 }

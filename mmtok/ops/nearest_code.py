@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from . import backends
-from .reference import compute_dtype, exact_distances, nearest_code_reference
+from .reference import METRICS, compute_dtype, exact_distances, nearest_code_reference
 
-METRICS = ("l2", "cosine")
+METRIC_CODES = {name: code for code, name in enumerate(METRICS)}  # the compiled kernels' integer argument
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -20,19 +20,19 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"nearest_code: {name} contains non-finite values (NaN or Inf)")
 
 
-def _run_backend(x: torch.Tensor, codebook: torch.Tensor, cosine: bool, backend: str):
+def _run_backend(x: torch.Tensor, codebook: torch.Tensor, metric: str, backend: str):
     if backend == "cpp":
-        return torch.ops.mmtok_C.nearest_code_cpu(x, codebook, cosine)
+        return torch.ops.mmtok_C.nearest_code_cpu(x, codebook, METRIC_CODES[metric])
     if backend == "cuda":
-        return torch.ops.mmtok_C.nearest_code_cuda(x, codebook, cosine)
+        return torch.ops.mmtok_C.nearest_code_cuda(x, codebook, METRIC_CODES[metric])
     _check_finite(x, "x")
     _check_finite(codebook, "codebook")
     if backend == "triton":
         from .triton_kernel import nearest_code_triton
 
-        indices = nearest_code_triton(x, codebook, cosine)
-        return indices, exact_distances(x, codebook, indices, cosine)
-    return nearest_code_reference(x, codebook, cosine)
+        indices = nearest_code_triton(x, codebook, metric)
+        return indices, exact_distances(x, codebook, indices, metric)
+    return nearest_code_reference(x, codebook, metric)
 
 
 @torch.library.custom_op("mmtok::nearest_code", mutates_args=())
@@ -41,7 +41,7 @@ def nearest_code_op(x: torch.Tensor, codebook: torch.Tensor, metric: str, backen
 
     The differentiable output comes first (torch's op checks sum outputs in order, starting from the first).
     """
-    indices, distances = _run_backend(x, codebook, metric == "cosine", backend)
+    indices, distances = _run_backend(x, codebook, metric, backend)
     return distances, indices
 
 
@@ -55,7 +55,7 @@ def _setup_context(ctx, inputs, output):
     x, codebook, metric, _ = inputs
     _, indices = output
     ctx.save_for_backward(x, codebook, indices)
-    ctx.cosine = metric == "cosine"
+    ctx.metric = metric
     ctx.mark_non_differentiable(indices)
 
 
@@ -66,7 +66,10 @@ def _backward(ctx, grad_dist, grad_indices):
     xs, cs = x.to(dtype), codebook.to(dtype)
     chosen = cs.index_select(0, indices)
     g = grad_dist.to(dtype).unsqueeze(-1)
-    if ctx.cosine:
+    if ctx.metric == "dot":  # d(-x.c)/dx = -c, d(-x.c)/dc = -x
+        grad_x = -chosen * g
+        grad_rows = -xs * g
+    elif ctx.metric == "cosine":
         # d(1 - <u, v>)/dx with u = x/|x|, v = c/|c|: -(v - <u,v> u)/|x|, and symmetrically for c.
         xn, cn = xs.norm(dim=-1, keepdim=True).clamp_min(1e-12), chosen.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         u, v = xs / xn, chosen / cn
@@ -90,7 +93,8 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
     Args:
         x: (..., D) floating tensor, any layout.
         codebook: (K, D) floating tensor on the same device.
-        metric: "l2" (squared Euclidean) or "cosine" (1 - cosine similarity of l2-normalised vectors).
+        metric: "l2" (squared Euclidean), "cosine" (1 - cosine similarity of l2-normalised vectors) or "dot"
+            (maximum inner product, as IBQ looks codes up: the returned distance is -x.c).
         backend: "auto", "cpp", "cuda", "triton" or "torch".
 
     Returns:

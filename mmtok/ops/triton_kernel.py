@@ -61,8 +61,9 @@ def block_sizes(n: int, k: int, d: int, interpret: bool) -> tuple[int, int, int]
     return 128, 64 if d > 64 else 128, block_d
 
 
-def nearest_code_triton(x: torch.Tensor, codebook: torch.Tensor, cosine: bool) -> torch.Tensor:
-    """Indices (int64, N) of the nearest code for each row of x (N, D)."""
+def nearest_code_triton(x: torch.Tensor, codebook: torch.Tensor, metric: str) -> torch.Tensor:
+    """Indices (int64, N) of the nearest code for each row of x (N, D) under "l2", "cosine" or "dot"."""
+    cosine = metric == "cosine"
     interpret = x.device.type == "cpu"
     # fp64 has no tensor-core path; mixed dtypes meet in fp32; the interpreter (numpy) has no bfloat16.
     if x.dtype != codebook.dtype or x.dtype == torch.float64 or (interpret and torch.bfloat16 in (x.dtype, codebook.dtype)):
@@ -72,8 +73,9 @@ def nearest_code_triton(x: torch.Tensor, codebook: torch.Tensor, cosine: bool) -
         x_scale = 1.0 / x.float().norm(dim=-1).clamp_min(1e-12)
         c_scale = 1.0 / codebook.float().norm(dim=-1).clamp_min(1e-12)
         bias = torch.zeros(codebook.shape[0], dtype=torch.float32, device=x.device)
-    else:
-        bias = codebook.float().square().sum(-1)
+    else:  # l2: score ||c||^2 - 2 x.c; dot: -2 x.c
+        bias = codebook.float().square().sum(-1) if metric == "l2" else \
+            torch.zeros(codebook.shape[0], dtype=torch.float32, device=x.device)
         x_scale = c_scale = bias  # unused
     n, d = x.shape
     k = codebook.shape[0]
