@@ -6,6 +6,8 @@
    codebook (eval-mode lookups after copying the codebook and projections across).
 2. RandomProjectionQuantizer tokens per second vs a plain-torch implementation of the same recipe (which builds
    the frames x codes similarity matrix).
+3. The quantizer families (FSQ, LFQ, IBQ, ResidualVQ): training step time and peak memory, each in a fresh
+   process (benchmarks/quantizer_families.py; skipped with --no-families).
 
 Prints a table (median of repeats, ratios against the baselines) and writes benchmarks/results/quantizers.json.
 Usage: python benchmarks/quantizers.py [--quick] [--repeats N]
@@ -159,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (3)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 10, 3 with --quick)")
+    parser.add_argument("--no-families", action="store_true", help="skip the FSQ / LFQ / IBQ / ResidualVQ steps")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 10)
     warnings.filterwarnings("ignore")
@@ -174,6 +177,11 @@ def main() -> None:
     RESULTS.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "backend": backend,
                                    "repeats": repeats, "rows": rows}, indent=2))
     print(f"wrote {RESULTS}")
+    if not args.no_families:
+        import subprocess
+
+        subprocess.run([sys.executable, str(pathlib.Path(__file__).parent / "quantizer_families.py"),
+                        "--repeats", str(min(repeats, 5))], check=True)
 
 
 if __name__ == "__main__":
