@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from .layout import from_rows, resolve_channel_dim, to_rows
+from .layout import checked_rows, from_rows, resolve_channel_dim
 from .output import QuantizerOutput, code_counts, usage_stats
 
 FORMULAS = ("vqtorch", "cosmos", "xcodec2", "symmetric")
@@ -146,14 +146,7 @@ class FSQ(nn.Module):
 
     # ------------------------------------------------------------------------------------ public API
     def _rows(self, z: torch.Tensor, channel_dim: int | None):
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            raise ValueError("FSQ: z must be a floating tensor")
-        axis = resolve_channel_dim(self.channel_dim if channel_dim is None else channel_dim, z.dim(), "FSQ")
-        if z.shape[axis] != self.dim:
-            raise ValueError(f"FSQ: z has {z.shape[axis]} channels at channel_dim={axis} (shape {tuple(z.shape)}), "
-                             f"expected dim={self.dim}")
-        rows, lead = to_rows(z, axis)
-        return rows, lead, axis
+        return checked_rows(z, self.channel_dim if channel_dim is None else channel_dim, self.dim, "FSQ")
 
     def _latents(self, rows: torch.Tensor) -> torch.Tensor:
         h = self.project_in(rows.to(self.project_in.weight.dtype)) if self.project_in is not None else rows

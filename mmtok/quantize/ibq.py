@@ -19,7 +19,7 @@ from torch import nn
 
 from ..ops import nearest_code
 from .fsq import _flat_mask, check_indices
-from .layout import from_rows, resolve_channel_dim, to_rows
+from .layout import checked_rows, from_rows, resolve_channel_dim
 from .output import QuantizerOutput, code_counts, usage_stats
 
 ROW_BLOCK_ELEMENTS = 1 << 24  # rows per backward block: about 64 MiB of fp32 logits
@@ -106,14 +106,7 @@ class IBQ(nn.Module):
         return f"num_codes={self.num_codes}, dim={self.dim}, beta={self.beta}, entropy_weight={self.entropy_weight}"
 
     def _rows(self, z: torch.Tensor, channel_dim: int | None):
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            raise ValueError("IBQ: z must be a floating tensor")
-        axis = resolve_channel_dim(self.channel_dim if channel_dim is None else channel_dim, z.dim(), "IBQ")
-        if z.shape[axis] != self.dim:
-            raise ValueError(f"IBQ: z has {z.shape[axis]} channels at channel_dim={axis} (shape {tuple(z.shape)}), "
-                             f"expected dim={self.dim}")
-        rows, lead = to_rows(z, axis)
-        return rows, lead, axis
+        return checked_rows(z, self.channel_dim if channel_dim is None else channel_dim, self.dim, "IBQ")
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None, channel_dim: int | None = None
                 ) -> QuantizerOutput:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .fsq import _flat_mask, check_indices
-from .layout import from_rows, resolve_channel_dim, to_rows
+from .layout import checked_rows, from_rows, resolve_channel_dim
 from .output import QuantizerOutput, code_counts, usage_stats
 
 BIT_ORDERS = ("lsb", "msb")
@@ -195,14 +195,7 @@ class LFQ(nn.Module):
 
     # ------------------------------------------------------------------------------------ public API
     def _rows(self, z: torch.Tensor, channel_dim: int | None):
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            raise ValueError("LFQ: z must be a floating tensor")
-        axis = resolve_channel_dim(self.channel_dim if channel_dim is None else channel_dim, z.dim(), "LFQ")
-        if z.shape[axis] != self.dim:
-            raise ValueError(f"LFQ: z has {z.shape[axis]} channels at channel_dim={axis} (shape {tuple(z.shape)}), "
-                             f"expected dim={self.dim}")
-        rows, lead = to_rows(z, axis)
-        return rows, lead, axis
+        return checked_rows(z, self.channel_dim if channel_dim is None else channel_dim, self.dim, "LFQ")
 
     def _latents(self, rows: torch.Tensor) -> torch.Tensor:
         h = self.project_in(rows.to(self.project_in.weight.dtype)) if self.project_in is not None else rows

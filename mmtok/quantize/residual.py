@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .fsq import FSQ, _flat_mask, check_indices, check_levels
-from .layout import from_rows, resolve_channel_dim, to_rows
+from .layout import checked_rows, from_rows, resolve_channel_dim
 from .output import QuantizerOutput, code_counts, usage_stats
 from .vector_quantizer import VectorQuantizer
 
@@ -74,13 +74,7 @@ class ResidualVQ(nn.Module):
         return self.levels[0 if self.shared_codebook else index]
 
     def _rows(self, z: torch.Tensor, channel_dim: int | None):
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            raise ValueError("ResidualVQ: z must be a floating tensor")
-        axis = resolve_channel_dim(self.channel_dim if channel_dim is None else channel_dim, z.dim(), "ResidualVQ")
-        if z.shape[axis] != self.dim:
-            raise ValueError(f"ResidualVQ: z has {z.shape[axis]} channels at channel_dim={axis}, expected dim={self.dim}")
-        rows, lead = to_rows(z, axis)
-        return rows, lead, axis
+        return checked_rows(z, self.channel_dim if channel_dim is None else channel_dim, self.dim, "ResidualVQ")
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None, channel_dim: int | None = None,
                 num_levels: int | None = None) -> QuantizerOutput:
@@ -165,13 +159,7 @@ class ResidualFSQ(nn.Module):
                              persistent=False)
 
     def _rows(self, z: torch.Tensor, channel_dim: int | None):
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            raise ValueError("ResidualFSQ: z must be a floating tensor")
-        axis = resolve_channel_dim(self.channel_dim if channel_dim is None else channel_dim, z.dim(), "ResidualFSQ")
-        if z.shape[axis] != self.dim:
-            raise ValueError(f"ResidualFSQ: z has {z.shape[axis]} channels at channel_dim={axis}, expected dim={self.dim}")
-        rows, lead = to_rows(z, axis)
-        return rows, lead, axis
+        return checked_rows(z, self.channel_dim if channel_dim is None else channel_dim, self.dim, "ResidualFSQ")
 
     def _start(self, h: torch.Tensor) -> torch.Tensor:
         if self.formula == "vqtorch":

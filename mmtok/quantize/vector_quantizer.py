@@ -21,7 +21,7 @@ from .dead_codes import replacement_rows
 from .ema import batch_statistics, ema_update_, laplace_smoothed_codebook
 from .gradient import rotation_trick, straight_through
 from .kmeans import distributed_kmeans
-from .layout import from_rows, resolve_channel_dim, to_rows
+from .layout import checked_rows, from_rows, resolve_channel_dim
 from .output import QuantizerOutput, code_counts, usage_stats
 
 
@@ -104,14 +104,7 @@ class VectorQuantizer(nn.Module):
 
     # ----------------------------------------------------------------------------------------- helpers
     def _rows(self, z: torch.Tensor, channel_dim: int | None):
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            raise ValueError("VectorQuantizer: z must be a floating tensor")
-        axis = resolve_channel_dim(self.channel_dim if channel_dim is None else channel_dim, z.dim(), "VectorQuantizer")
-        if z.shape[axis] != self.dim:
-            raise ValueError(f"VectorQuantizer: z has {z.shape[axis]} channels at channel_dim={axis} "
-                             f"(shape {tuple(z.shape)}), expected dim={self.dim}")
-        rows, lead = to_rows(z, axis)
-        return rows, lead, axis
+        return checked_rows(z, self.channel_dim if channel_dim is None else channel_dim, self.dim, "VectorQuantizer")
 
     def _lookup_space(self, rows: torch.Tensor) -> torch.Tensor:
         """Rows projected (code_dim) and normalised (l2_normalize) as they are compared with the codes;
