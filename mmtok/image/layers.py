@@ -171,38 +171,88 @@ def subpixel_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.cat(phases, 0)
 
 
+class _PhaseCache:
+    """The phase weights derived from one (weight, bias) state, one copy per memory format asked for.
+
+    It holds detached aliases of the source tensors, so their storage stays allocated while the cache lives:
+    a data pointer seen here can then never be reused by another tensor, and (pointer, version counter, shape,
+    strides, dtype, device) identifies the source state exactly. An in-place update bumps the version, a
+    `.data` swap or `load_state_dict(assign=True)` changes the pointer; both rebuild.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.sources = (weight.detach(), bias.detach())
+        self.versions = (weight._version, bias._version)
+        self.by_format: dict[torch.memory_format, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def matches(self, weight: torch.Tensor, bias: torch.Tensor) -> bool:
+        return all(
+            t.data_ptr() == s.data_ptr() and t._version == v and t.shape == s.shape and t.stride() == s.stride()
+            and t.dtype == s.dtype and t.device == s.device
+            for t, s, v in zip((weight, bias), self.sources, self.versions)
+        )
+
+    def get(self, memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+        if memory_format not in self.by_format:
+            # built as ordinary tensors even inside inference_mode, so that they stay usable outside it
+            with torch.inference_mode(False), torch.no_grad():
+                self.by_format[memory_format] = _phase_weights(*self.sources, memory_format)
+        return self.by_format[memory_format]
+
+
+def _phase_weights(weight: torch.Tensor, bias: torch.Tensor,
+                   memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    return subpixel_weight(weight).contiguous(memory_format=memory_format), bias.repeat(4)
+
+
+def _conv_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a (strictly) channels-last input, else contiguous: the layout the phase conv runs in."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class Upsample(nn.Module):
     """Double the resolution: nearest-neighbour upsampling followed by a 3x3 conv.
 
     Computed without materialising the upsampled tensor: the four output phases of conv3x3(nearest2x(x))
     are 2x2 convolutions of x (16 instead of 36 multiply-adds per output pixel and channel pair), run as
     one convolution with 4x the output channels and interleaved. Equal to the direct form up to fp32
-    summation order.
+    summation order. The output has the input's memory format whatever the conv weight's layout is.
     """
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self._phase_cache: tuple | None = None  # (key, weight, bias): derived from conv, not saved
+        self._phase_cache: _PhaseCache | None = None  # derived from conv, not saved
 
-    def phase_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(4*O, I, 2, 2) weight and (4*O,) bias; cached across calls at inference, rebuilt when conv changes."""
+    def phase_weights(self, memory_format: torch.memory_format = torch.contiguous_format
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(4*O, I, 2, 2) weight in `memory_format` and (4*O,) bias.
+
+        Cached when no autograd graph is recorded (no_grad or inference_mode), rebuilt whenever conv's weight
+        or bias changes (in place, swapped, moved, cast). Not cached while compiling (the graph folds it) nor
+        for parameters that are inference tensors (made inside inference_mode: they have no version counter, so
+        an in-place change could not be seen).
+        """
         weight, bias = self.conv.weight, self.conv.bias
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return subpixel_weight(weight), bias.repeat(4)
-        key = (weight.data_ptr(), weight._version, bias.data_ptr(), bias._version, weight.dtype, weight.device)
-        if self._phase_cache is None or self._phase_cache[0] != key:
-            self._phase_cache = (key, subpixel_weight(weight).contiguous(), bias.repeat(4))
-        return self._phase_cache[1], self._phase_cache[2]
+        if (torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or weight.is_inference() or bias.is_inference()):
+            return _phase_weights(weight, bias, memory_format)
+        cache = self._phase_cache
+        if cache is None or not cache.matches(weight, bias):
+            cache = self._phase_cache = _PhaseCache(weight, bias)
+        return cache.get(memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         out_channels = self.conv.out_channels
-        weight, bias = self.phase_weights()
+        memory_format = _conv_format(x)
+        weight, bias = self.phase_weights(memory_format)
         y = F.conv2d(F.pad(x, (1, 1, 1, 1)), weight, bias)  # (B, 4*O, H+1, W+1)
         y = y.unflatten(1, (2, 2, out_channels))  # (B, a, b, O, H+1, W+1)
         # output pixel (2i+a, 2j+c) is y[:, a, c, :, i+a, j+c]: four strided copies into one buffer
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if memory_format == torch.channels_last:
             out = y.new_empty(b, h, 2, w, 2, out_channels)
             for a in range(2):
                 for c in range(2):
