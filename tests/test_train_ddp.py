@@ -31,7 +31,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, seed: int) -> N
         changed = sum(not torch.equal(initial[k], v) for k, v in trainer.raw.state_dict().items())
         torch.save({"state": state, "history": trainer.history, "changed": changed},
                    os.path.join(out_dir, f"rank{rank}.pt"))
-        trainer.save(os.path.join(out_dir, "ckpt", "step_0000003.pt"))  # collective: every rank joins
+        trainer.save(os.path.join(out_dir, "ckpt", "step_0000003.safetensors"))  # collective: every rank joins
     finally:
         dist.destroy_process_group()
 
@@ -39,7 +39,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, seed: int) -> N
 def test_two_ranks_keep_identical_weights(tmp_path, seed):
     init_file = str(tmp_path / "pg_init")
     mp.spawn(_worker, args=(2, init_file, str(tmp_path), seed), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["changed"] > 0
     assert r0["state"].keys() == r1["state"].keys()
     for key in r0["state"]:
@@ -47,5 +47,7 @@ def test_two_ranks_keep_identical_weights(tmp_path, seed):
     # the ranks saw different crops (so the equality above is the gradient all-reduce at work)
     assert [h["rec"] for h in r0["history"]] != [h["rec"] for h in r1["history"]]
     assert all("d_loss" in h for h in r0["history"][1:])
-    ckpt = torch.load(tmp_path / "ckpt" / "latest.pt", weights_only=False)
+    from mmtok.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(str(tmp_path / "ckpt"))
     assert len(ckpt["ranks"]) == 2 and ckpt["step"] == 3

@@ -67,11 +67,11 @@ def test_resume_continues_identically(tmp_path, seed):
 
     first = VQGANTrainer(cfg, photos, progress=False)
     first.fit(steps=3)
-    path = str(tmp_path / "ckpt" / "step_0000003.pt")
+    path = str(tmp_path / "ckpt" / "step_0000003.safetensors")
     first.save(path)
     torch.manual_seed(seed + 1)  # the global RNG moves on: the checkpoint must restore it
     resumed = VQGANTrainer(cfg, photos, progress=False)
-    resumed.resume(str(tmp_path / "ckpt"))  # a directory resumes from latest.pt
+    resumed.resume(str(tmp_path / "ckpt"))  # a directory resumes from latest.safetensors
     assert resumed.step == 3
     rest = resumed.fit()
     got = first.history + rest
@@ -140,7 +140,7 @@ def test_init_weights_fine_tunes_from_a_checkpoint_or_a_tokenizer(tmp_path, seed
     photos = smooth_photos(3, torch.Generator().manual_seed(seed))
     first = VQGANTrainer(tiny_config(tmp_path, steps=3, seed=seed % 1000), photos, progress=False)
     first.fit()
-    checkpoint = str(tmp_path / "first.pt")
+    checkpoint = str(tmp_path / "first.safetensors")
     first.save(checkpoint)
     exported = first.export(str(tmp_path / "exported"))
     trained = first.raw.vq.state_dict()

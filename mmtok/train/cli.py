@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     for name, kind, text in _FIELDS:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
-    p.add_argument("--resume", help="checkpoint file or checkpoint directory (latest.pt) to continue from")
+    p.add_argument("--resume", help="checkpoint file or checkpoint directory (latest.safetensors) to continue from")
     p.add_argument("--init", help="start from these weights (a training checkpoint or a tokenizer directory) with "
                                   "fresh optimisers at step 0: fine-tuning")
     p.add_argument("--stop-at", type=int, help="stop after this step (the learning-rate schedule still spans "

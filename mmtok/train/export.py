@@ -1,6 +1,6 @@
 """Turn a training checkpoint into an `ImageTokenizer` directory (config.json + model.safetensors).
 
-    python -m mmtok.train.export runs/vqgan/checkpoints/latest.pt OUT_DIR [--fp16]
+    python -m mmtok.train.export runs/vqgan/checkpoints/latest.safetensors OUT_DIR [--fp16]
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ import os
 import torch
 from torch import nn
 
+from ..tokenizer.weights import read_safetensors, read_torch_pickle
+
 # VGG16 "D" configuration (torchvision `features` indices follow from it); "M" is a 2x2 max-pool
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 _TAPS = (3, 8, 15, 22, 29)  # indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in `features`
@@ -59,13 +61,13 @@ class LPIPS(nn.Module):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"LPIPS weights not found: {path}")
             if path.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                part = load_file(path)
+                part = read_safetensors(path)
             else:
-                part = torch.load(path, map_location="cpu", weights_only=True)
+                part = read_torch_pickle(path)  # weights only: a hostile pickle is refused, naming the file
                 part = part.get("state_dict", part) if isinstance(part, dict) else part
-            state.update({k.removeprefix("module."): v for k, v in part.items()})
+            if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+                raise ValueError(f"{path}: LPIPS weights must be a state dict of tensors")
+            state.update({str(k).removeprefix("module."): v for k, v in part.items()})
         model = cls()
         expected = model.state_dict()
         wanted = [k for k in expected if k not in ("shift", "scale")]

@@ -192,7 +192,7 @@ class VQGANTrainer:
                 self.write_preview(os.path.join(cfg.out_dir, "grids", f"step_{self.step:07d}.png"))
             due = self.step % cfg.ckpt_every == 0 or time.monotonic() - last_save > 60 * cfg.ckpt_minutes
             if due or self.step == end:
-                self.save(os.path.join(cfg.out_dir, "checkpoints", f"step_{self.step:07d}.pt"))
+                self.save(os.path.join(cfg.out_dir, "checkpoints", f"step_{self.step:07d}{ckpt.SUFFIX}"))
                 last_save = time.monotonic()
         if bar is not None:
             bar.close()
@@ -235,7 +235,7 @@ class VQGANTrainer:
         """Start from another run's weights (fine-tuning: new data, crop size or schedule) with fresh optimisers
         and step 0. `path`: a training checkpoint (generator, codebook statistics and discriminator) or an
         `ImageTokenizer` directory (generator and codebook; the EMA statistics restart from the codebook)."""
-        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "latest.pt")):
+        if os.path.isdir(path) and not ckpt.is_checkpoint_dir(path):
             from ..image import ImageTokenizer
 
             source = ImageTokenizer.from_pretrained(path)
