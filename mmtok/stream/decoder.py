@@ -3,17 +3,29 @@
 strict=True raises StreamDecodeError naming the first offending token position. strict=False returns what
 it can: an incomplete grid is padded with `fill_code` (or cropped), a foreign code is replaced, a block
 without its end token is closed where the next block/text starts, and every change is listed as a Repair.
+
+Memory is bounded by the input in both modes: entries that are not integer ids are refused (strict) or treated
+as foreign tokens (lenient); lenient padding of declared-but-missing grid cells draws on one budget per call,
+max(len(ids), PAD_FLOOR) cells, and an image whose padding would exceed what is left is dropped (a Repair), so
+neither `[image_begin, res64, res64, image_end] * N` nor a huge `max_grid` can make grids far larger than the
+ids; at most MAX_REPAIRS repairs are listed, then one more that counts the rest.
 """
 from __future__ import annotations
 
 import math
+import re
 
-import numpy as np
 import torch
 
 from .errors import Repair, StreamDecodeError
+from .ids import as_ids
 from .segments import Audio, AudioCodec, Frame, Image, Text, Video
 from .vocabulary import CODE, INVALID, RESOLUTION, SPECIAL, TEXT, Vocabulary
+
+
+PAD_FLOOR = 1 << 16  # cells any one call may pad regardless of its length (a truncated 256x256 grid)
+MAX_REPAIRS = 10_000
+_TIMESTAMP = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 
 
 class DecodedSegments(list):
@@ -27,20 +39,33 @@ class DecodedSegments(list):
 class _Parser:
     def __init__(self, vocab: Vocabulary, ids, *, strict: bool, fill_code: int):
         self.vocab = vocab
-        self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        self.category, self.detail, self.value = vocab.classify(self.ids)
+        self.ids, self.not_ids = as_ids(ids)
+        if strict and self.not_ids:
+            first = min(self.not_ids)
+            raise StreamDecodeError(first, self.not_ids[first])
+        category, detail, value = vocab.classify(self.ids)
+        # plain lists: the parser reads one entry at a time, and list indexing is far cheaper than NumPy's
+        self.category, self.detail, self.value = category.tolist(), detail.tolist(), value.tolist()
         self.strict = strict
         self.fill_code = int(fill_code)
         self.repairs: list[Repair] = []
+        self.unlisted = 0
         self.pos = 0
         self.n = len(self.ids)
+        self.pad_budget = max(self.n, PAD_FLOOR)
 
     # ---- helpers -------------------------------------------------------------------------------
     def problem(self, position: int, kind: str, message: str) -> None:
         """Raise in strict mode, else note the repair and carry on."""
         if self.strict:
             raise StreamDecodeError(position, message)
-        self.repairs.append(Repair(position, kind, message))
+        self.note(Repair(position, kind, message))
+
+    def note(self, repair: Repair) -> None:
+        if len(self.repairs) < MAX_REPAIRS:
+            self.repairs.append(repair)
+        else:
+            self.unlisted += 1
 
     def special_at(self, p: int) -> str | None:
         if p < self.n and self.category[p] == SPECIAL:
@@ -60,6 +85,8 @@ class _Parser:
         if c == CODE:
             r = self.vocab.range_list[self.detail[p]]
             return f"a code from the {r.modality!r} range (codebook {r.codebook}, code {self.value[p]})"
+        if p in self.not_ids:
+            return self.not_ids[p]
         return f"id {self.ids[p]} outside the vocabulary (size {self.vocab.size})"
 
     def special_name(self, p: int) -> str:
@@ -108,6 +135,8 @@ class _Parser:
                 self.pos += 1
         if text_start is not None:
             segments.append(Text(self.vocab.text.decode(self.ids[text_start:self.pos].tolist())))
+        if self.unlisted:
+            self.repairs.append(Repair(self.n, "unlisted_repairs", f"{self.unlisted} further repairs not listed"))
         return DecodedSegments(segments, self.repairs)
 
     def check_tail(self) -> None:
@@ -185,11 +214,19 @@ class _Parser:
             else:
                 count = len(rows[0]) if rows else 0
                 if count == 0:
-                    self.repairs.append(Repair(start, "dropped_image", "image with no codes and no size dropped"))
+                    self.note(Repair(start, "dropped_image", "image with no codes and no size dropped"))
                     return None
                 w = math.isqrt(count - 1) + 1
                 h = -(-count // w)
-            self.repairs.append(Repair(start, "inferred_grid", f"grid {h}x{w} inferred from the codes"))
+            self.note(Repair(start, "inferred_grid", f"grid {h}x{w} inferred from the codes"))
+        present = sum(min(len(row), w) for row in rows[:h]) if eor else min(len(rows[0]) if rows else 0, h * w)
+        padding = h * w - present
+        if padding > self.pad_budget and not self.strict:  # strict mode refuses any incomplete grid itself
+            self.note(Repair(start, "dropped_image", f"image begun at position {start} declares a {h}x{w} grid but"
+                             f" has {present} codes; padding {padding} cells exceeds the {self.pad_budget} left for"
+                             f" this input of {self.n} ids (dropped)"))
+            return None
+        self.pad_budget -= padding
         if not eor:
             flat = rows[0]
             if len(flat) != h * w:
@@ -287,11 +324,13 @@ class _Parser:
         stamp_text = self.vocab.text.decode(self.ids[start + 1: self.pos].tolist()).strip()
         timestamp = None
         if stamp_text:
-            try:
-                timestamp = float(stamp_text)
-            except ValueError:
-                self.problem(start + 1, "bad_timestamp", f"frame at position {start} has timestamp {stamp_text!r},"
-                             " not a number")
+            value = float(stamp_text) if _TIMESTAMP.fullmatch(stamp_text) else math.nan
+            if math.isfinite(value):
+                timestamp = value
+            else:
+                shown = stamp_text if len(stamp_text) <= 40 else stamp_text[:37] + "..."
+                self.problem(start + 1, "bad_timestamp", f"frame at position {start} has timestamp {shown!r},"
+                             " not a finite decimal number of seconds")
         if self.special_at(self.pos) != "image_begin":
             self.problem(self.pos, "missing_image", f"frame at position {start} is not followed by an image: found"
                          f" {self.describe(self.pos)} (frame dropped)")

@@ -105,3 +105,100 @@ def test_2_train_state_round_trips_without_pickle(tmp_path, seed):
     assert np_state[1].dtype == np.uint32 and (np_state[1] == np.random.get_state()[1]).all()
     random.setstate(back["ranks"][0]["rng"]["python"])
     np.random.set_state(np_state)
+
+
+# ---------------------------------------------------------------------------------------------------- 3
+_PEAK_SCRIPT = r"""
+import resource, sys
+from mmtok.stream import TokenStream, Vocabulary
+grid, reps = int(sys.argv[1]), int(sys.argv[2])
+vocab = Vocabulary(image_codes=512, max_grid=grid)
+ib, ie, bos, res = vocab.special("image_begin"), vocab.special("image_end"), vocab.special("bos"), vocab.resolution_token(grid)
+ids = [bos] + [ib, res, res, ie] * reps
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = TokenStream(vocab).decode(ids, strict=False)
+cells = sum(s.codes.numel() for s in out)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, cells, len(out.repairs))
+"""
+
+
+@pytest.mark.parametrize("grid,reps", [(64, 250_000), (30_000, 1)])
+def test_3_lenient_decode_memory_is_bounded_by_the_input(grid, reps):
+    """10^6 ids of empty 64x64 images, and six ids declaring a 30000x30000 grid: the padded cells stay within
+    max(len(ids), 2^16) and the peak memory growth of the decode (measured in a fresh process) stays small
+    (it was +8 GB / +6.9 GB)."""
+    import subprocess
+
+    from mmtok.stream.decoder import MAX_REPAIRS, PAD_FLOOR
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(grid), str(reps)], capture_output=True, text=True,
+                          env=env, timeout=300, check=True)
+    peak_mib, cells, repairs = done.stdout.split()
+    n = 1 + 4 * reps
+    assert int(cells) <= max(n, PAD_FLOOR)
+    assert int(repairs) <= MAX_REPAIRS + 1
+    assert float(peak_mib) < 300, done.stdout
+
+
+def test_3_strict_decode_refuses_an_incomplete_huge_grid_without_allocating_it():
+    from mmtok.stream import StreamDecodeError, TokenStream, Vocabulary
+
+    vocab = Vocabulary(image_codes=512, max_grid=30_000)
+    ids = [vocab.special("image_begin"), vocab.resolution_token(30_000), vocab.resolution_token(30_000),
+           vocab.special("image_end")]
+    with pytest.raises(StreamDecodeError, match="truncated|30000"):
+        TokenStream(vocab).decode(ids)
+    out = TokenStream(vocab).decode(ids, strict=False)
+    assert list(out) == [] and [r.kind for r in out.repairs][-1] == "dropped_image"
+
+
+# --------------------------------------------------------------------------------------------------- 20
+def _stream():
+    from mmtok.stream import TokenStream, Vocabulary
+
+    return TokenStream(Vocabulary(image_codes=512, max_grid=8))
+
+
+@pytest.mark.parametrize("bad", [97.9, 97.0, "97", b"97", True, 2**63, -(2**63) - 1, None, [97]])
+def test_20_strict_decode_refuses_entries_that_are_not_integer_ids(bad, seed):
+    import numpy as np
+
+    from mmtok.stream import StreamDecodeError
+
+    stream = _stream()
+    text = stream.vocab.text.encode("hi there")
+    position = 1 + seed % len(text)
+    ids = [stream.vocab.special("bos")] + text
+    ids.insert(position, bad)
+    with pytest.raises(StreamDecodeError) as info:
+        stream.decode(ids)
+    assert info.value.position == position and repr(bad)[:10] in str(info.value)
+    lenient = stream.decode(ids, strict=False)  # a foreign token there; the text around it survives
+    assert lenient.repairs and lenient.repairs[0].position == position
+    assert "".join(s.text for s in lenient) == "hi there"
+    if isinstance(bad, float):  # arrays and tensors of floats are refused the same way
+        for container in (np.array(ids[:position] + [bad], dtype=np.float64), torch.tensor([float(i) for i in ids])):
+            with pytest.raises(StreamDecodeError, match="not an integer token id"):
+                stream.decode(container)
+    if bad == 2**63:
+        with pytest.raises(StreamDecodeError, match="int64"):
+            stream.decode(np.array([2**63, 1], dtype=np.uint64))
+
+
+@pytest.mark.parametrize("stamp", ["nan", "1e400", "inf", "-infinity", "1_0", "9" * 400, "0x10"])
+def test_20_frame_timestamps_must_be_finite_decimals(stamp, seed):
+    from mmtok.stream import Frame, StreamDecodeError, Video
+
+    stream = _stream()
+    codes = torch.randint(0, 512, (2, 3))
+    good = list(stream.encode([Video(frames=[Frame(codes=codes, timestamp=1.25)])], add_bos=False, add_eos=False))
+    text = stream.vocab.text.encode("1.250")
+    cut = good.index(stream.vocab.special("frame")) + 1
+    assert good[cut:cut + len(text)] == text
+    ids = good[:cut] + stream.vocab.text.encode(stamp) + good[cut + len(text):]
+    with pytest.raises(StreamDecodeError, match="not a finite decimal"):
+        stream.decode(ids)
+    (video,) = stream.decode(ids, strict=False)
+    assert video.frames[0].timestamp is None and torch.equal(video.frames[0].codes, codes)
+    assert stream.decode(good)[0].frames[0].timestamp == 1.25
