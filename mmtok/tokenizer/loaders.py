@@ -15,6 +15,7 @@ FOLDER_CLASSES = {
     "mmtok.image.vqgan": "mmtok.image.tokenizer:ImageTokenizer",
     "mmtok.audio.bestrq": "mmtok.audio.tokenizer:AudioTokenizer",
     "mmtok.AudioCodec": "mmtok.audio.codec.model:AudioCodec",
+    "mmtok.image.var": "mmtok.image.var:VARTokenizer",
 }
 
 

@@ -91,6 +91,12 @@ def _dac(probe: Probe) -> bool:
     return not probe.is_dir and probe.suffix == ".pth" and {"state_dict", "metadata"} <= _torch_payload_keys(probe)
 
 
+def _var(probe: Probe) -> bool:
+    keys = _torch_payload_keys(probe) if not probe.is_dir and probe.suffix in (".pth", ".pt") else set()
+    return {"encoder.conv_in.weight", "quantize.embedding.weight"} <= keys and (
+        "quantize.ema_vocab_hit_SV" in keys or any(k.startswith("quantize.quant_resi.") for k in keys))
+
+
 def _llamagen(probe: Probe) -> bool:
     return not probe.is_dir and probe.suffix in (".pt", ".pth", ".bin")
 
@@ -104,6 +110,8 @@ LAYOUTS: list[Layout] = [
            _taming, "mmtok.tokenizer.loaders:load_taming"),
     Layout("dac", "descript-audio-codec weight file (.pth with 'state_dict' and 'metadata')",
            _dac, "mmtok.tokenizer.loaders:load_dac"),
+    Layout("var", "VAR's VQVAE state dict (.pth, e.g. vae_ch160v4096z32.pth; options scales=, phi_ratio=)",
+           _var, "mmtok.image.var:load_var"),
     Layout("llamagen", "LlamaGen VQ model checkpoint (.pt: {'model'} or {'ema'})",
            _llamagen, "mmtok.tokenizer.loaders:load_llamagen"),
 ]
