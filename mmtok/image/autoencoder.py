@@ -114,16 +114,18 @@ class VQAutoencoder(nn.Module):
 
     The four steps are separate methods so the tokenizer can run the encoder with its mixed-precision policy
     and the decoder under autocast while the codebook lookup stays fp32, and so each step can be compiled alone.
+    `decoder=False` builds the encoder side only (for published encoders without a decoder, e.g. transformers'
+    ChameleonVQVAE): no decoder weights exist and `decode_latents` raises.
     """
 
-    def __init__(self, cfg: VQGANConfig):
+    def __init__(self, cfg: VQGANConfig, *, decoder: bool = True):
         super().__init__()
         self.config = cfg
         self.encoder = Encoder(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.code_dim, 1)
         self.quantize = VectorQuantizer(cfg.num_codes, cfg.code_dim, l2_normalize=cfg.l2_normalize, channel_dim=1)
         self.post_quant_conv = nn.Conv2d(cfg.code_dim, cfg.z_channels, 1)
-        self.decoder = Decoder(cfg)
+        self.decoder = Decoder(cfg) if decoder else None
 
     def encode_latents(self, images: torch.Tensor, lowp: torch.dtype | None = None) -> torch.Tensor:
         """(B, 3, H, W) -> pre-quantisation latents z_e (B, code_dim, h, w) (before any l2 normalisation).
@@ -142,6 +144,8 @@ class VQAutoencoder(nn.Module):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """z_q (B, code_dim, h, w) -> images (B, 3, h*f, w*f)."""
+        if self.decoder is None:
+            raise ValueError("this VQ autoencoder was built without a decoder (encoder and codebook only)")
         return self.decoder(self.post_quant_conv(latents))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

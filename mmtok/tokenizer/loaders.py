@@ -16,6 +16,7 @@ FOLDER_CLASSES = {
     "mmtok.audio.bestrq": "mmtok.audio.tokenizer:AudioTokenizer",
     "mmtok.AudioCodec": "mmtok.audio.codec.model:AudioCodec",
     "mmtok.image.var": "mmtok.image.var:VARTokenizer",
+    "mmtok.image.transformers_vq": "mmtok.image.transformers_vq:TransformersVQTokenizer",
 }
 
 

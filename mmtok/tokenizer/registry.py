@@ -87,6 +87,11 @@ def _torch_payload_keys(probe: Probe) -> set[str]:
     return {str(k) for k in payload} if isinstance(payload, dict) else set()
 
 
+def _transformers_family(probe: Probe, family: str) -> bool:
+    """A transformers folder whose config.json model_type is `family`'s VQ (e.g. chameleon_vqgan) or full model."""
+    return probe.is_dir and probe.model_type in (f"{family}_vqgan", family)
+
+
 def _dac(probe: Probe) -> bool:
     return not probe.is_dir and probe.suffix == ".pth" and {"state_dict", "metadata"} <= _torch_payload_keys(probe)
 
@@ -106,6 +111,11 @@ def _llamagen(probe: Probe) -> bool:
 LAYOUTS: list[Layout] = [
     Layout("mmtok", "mmtok's own folder (config.json with format 'mmtok.*' + model.safetensors), any family",
            _mmtok_folder, "mmtok.tokenizer.loaders:load_mmtok_folder"),
+    Layout("chameleon", "transformers ChameleonVQVAE folder (model_type chameleon_vqgan, or a full chameleon model): "
+           "Chameleon, Anole, Lumina-mGPT; decoding needs decoder_checkpoint= (the original vqgan.ckpt)",
+           lambda probe: _transformers_family(probe, "chameleon"), "mmtok.image.transformers_vq:load_chameleon"),
+    Layout("janus", "transformers JanusVQVAE folder (model_type janus_vqgan, or a full janus model): Janus, Janus-Pro",
+           lambda probe: _transformers_family(probe, "janus"), "mmtok.image.transformers_vq:load_janus"),
     Layout("taming", "taming-transformers / original Chameleon VQ-GAN: Lightning .ckpt + its yaml config",
            _taming, "mmtok.tokenizer.loaders:load_taming"),
     Layout("dac", "descript-audio-codec weight file (.pth with 'state_dict' and 'metadata')",
