@@ -23,6 +23,9 @@ _LAZY = {
     "Vocabulary": "mmtok.stream",
     "TokenStream": "mmtok.stream",
     "TokenShards": "mmtok.data",
+    "load": "mmtok.tokenizer",
+    "Tokenizer": "mmtok.tokenizer",
+    "CodeSpec": "mmtok.tokenizer",
 }
 
 __all__ = ["nearest_code", "info", "__version__", *_LAZY]

@@ -9,7 +9,6 @@ and the frozen tables are all saved by `save_pretrained`, so a dataset's tokens 
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import pathlib
 from typing import Callable, Iterable, Iterator
@@ -18,6 +17,9 @@ import soundfile
 import torch
 
 from ..quantize import RandomProjectionQuantizer
+from ..tokenizer.folder import read_folder, save_folder
+from ..tokenizer.protocol import AUDIO_AXES, CodeSpec
+from ..tokenizer.weights import check_state_dict
 from .fbank import KaldiFbank
 from .features import FeatureStats, stack_frames
 from .frontend import BLOCK_FRAMES, FrameFrontend
@@ -28,6 +30,7 @@ from .whisper_mel import WhisperLogMel
 FRONTENDS = {"kaldi": KaldiFbank, "whisper": WhisperLogMel}
 CONFIG_FILE, TABLES_FILE = "config.json", "model.safetensors"
 PAD_ID = -1
+FORMAT = "mmtok.audio.bestrq"  # the saved folder's marker (folders saved before it carry "tokenizer": "best-rq")
 
 
 def build_frontend(name: str, options: dict | None = None) -> FrameFrontend:
@@ -64,6 +67,35 @@ class AudioTokenizer:
     frame_rate = property(lambda self: SAMPLE_RATE / self.frontend.frame_shift)
     tokens_per_second = property(lambda self: self.frame_rate / self.stack)
     pad_id = PAD_ID
+
+    @property
+    def code_spec(self) -> CodeSpec:
+        """The Tokenizer protocol's description: (num_codebooks, T) codes, one frame per `stack` mel frames;
+        not decodable (BEST-RQ tokens are targets, not a codec)."""
+        hop = int(self.frontend.frame_shift) * self.stack
+        return CodeSpec("audio", AUDIO_AXES, (self.num_codes,) * self.num_codebooks, (hop,),
+                        sample_rate=SAMPLE_RATE, frame_rate=self.tokens_per_second, decodable=False)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def to(self, device=None, dtype=None) -> "AudioTokenizer":
+        """BEST-RQ runs on the CPU in float32 (its features are computed there); other devices are refused."""
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"AudioTokenizer runs on the CPU, got device={device!r}")
+        if dtype is not None and dtype not in (torch.float32, "float32", "fp32"):
+            raise ValueError(f"AudioTokenizer runs in float32, got dtype={dtype!r}")
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The frozen tables (projection, codebook) that decide the tokens."""
+        return self.quantizer.state_dict()
+
+    def decode(self, codes, *args, **kwargs):
+        """BEST-RQ tokens cannot be turned back into audio (code_spec.decodable is False)."""
+        raise TypeError("AudioTokenizer (BEST-RQ) codes cannot be decoded to audio; use an audio codec "
+                        "(mmtok.AudioCodec) for decodable audio tokens")
 
     @property
     def config(self) -> dict:
@@ -218,40 +250,32 @@ class AudioTokenizer:
         return torch.cat(parts, dim=1)
 
     # ---- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, directory) -> None:
-        from safetensors.torch import save_file
-
-        directory = pathlib.Path(os.fspath(directory))
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2))
-        save_file({"projection": self.quantizer.projection.contiguous(),
-                   "codebook": self.quantizer.codebook.contiguous()}, str(directory / TABLES_FILE))
+    def save_pretrained(self, directory):
+        """config.json + the frozen tables (model.safetensors) through the shared save layer."""
+        tables = {"projection": self.quantizer.projection, "codebook": self.quantizer.codebook}
+        return save_folder(directory, FORMAT, self.config, tables, version=1)
 
     @classmethod
-    def from_pretrained(cls, directory) -> "AudioTokenizer":
-        from safetensors.torch import load_file
-
-        directory = pathlib.Path(os.fspath(directory))
-        config_path = directory / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}")
-        config = json.loads(config_path.read_text())
-        if config.get("tokenizer") != "best-rq":
-            raise ValueError(f"{config_path}: not an AudioTokenizer config (tokenizer={config.get('tokenizer')!r})")
-        stats = config.get("normalization", {}).get("stats")
+    def from_pretrained(cls, directory, *, device=None, dtype=None) -> "AudioTokenizer":
+        """A saved folder (also one written before the shared save layer, whose tables may be absent: they are
+        then rebuilt from the seed)."""
+        saved = read_folder(directory, expected_format=FORMAT, weights_required=False, max_version=1)
+        config = saved.config
+        missing = [k for k in ("seed", "num_codebooks", "num_codes", "code_dim", "stack", "frontend",
+                               "frontend_options") if k not in config]
+        if missing:
+            raise ValueError(f"{saved.config_path}: BEST-RQ config lacks {', '.join(missing)}")
+        stats = (config.get("normalization") or {}).get("stats")
         tok = cls(seed=config["seed"], num_codebooks=config["num_codebooks"], num_codes=config["num_codes"],
                   code_dim=config["code_dim"], stack=config["stack"], frontend=config["frontend"],
                   frontend_options=config["frontend_options"],
                   stats=FeatureStats.from_dict(stats) if stats else None)
-        tables = directory / TABLES_FILE
-        if tables.is_file():  # the saved tables win: tokens stay reproducible even if torch's RNG changes
-            state = load_file(str(tables))
-            for key in ("projection", "codebook"):
-                if state[key].shape != getattr(tok.quantizer, key).shape:
-                    raise ValueError(f"{tables}: {key} has shape {tuple(state[key].shape)}, config implies "
-                                     f"{tuple(getattr(tok.quantizer, key).shape)}")
-                getattr(tok.quantizer, key).copy_(state[key])
-        return tok
+        if saved.weights_path is not None:  # the saved tables win: tokens stay reproducible if torch's RNG changes
+            expected = {"projection": tok.quantizer.projection, "codebook": tok.quantizer.codebook}
+            check_state_dict(expected, saved.tensors, str(saved.weights_path))
+            for key, table in expected.items():
+                table.copy_(saved.tensors[key])
+        return tok.to(device, dtype)
 
 
 def _replayable(chunks, name: str) -> Callable[[], Iterable] | None:

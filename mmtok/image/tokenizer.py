@@ -9,24 +9,23 @@ default, and each stage can be `torch.compile`d with `.compile()`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from ..tokenizer.folder import CONFIG_NAME, WEIGHTS_NAME, read_folder, save_folder
+from ..tokenizer.protocol import IMAGE_AXES, CodeSpec
 from . import checkpoints
 from .autoencoder import VQAutoencoder
-from .config import VQGANConfig, read_config_file
+from .config import CONFIG_FORMAT, VQGANConfig
 from .preprocess import preprocess, to_pil
 
 # package data: config.json + model.safetensors of the default tokenizer
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
                                  "default_image_tokenizer")
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1  # of the saved folder (mmtok.tokenizer.folder); folders without one are version 1
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -67,6 +66,16 @@ class ImageTokenizer:
         self.to(device if device is not None else self.model.quant_conv.weight.device)
 
     # ------------------------------------------------------------------------------------ properties
+    @property
+    def code_spec(self) -> CodeSpec:
+        """The Tokenizer protocol's description: (B, h, w) codes of one codebook, f x f pixels per code."""
+        f = self._config.downsample_factor
+        return CodeSpec("image", IMAGE_AXES, (self._config.num_codes,), (f, f), image_size=self._config.image_size)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights (what save_pretrained writes and a run's tokenizer hash covers)."""
+        return self.model.state_dict()
+
     @property
     def num_codes(self) -> int:
         return self._config.num_codes
@@ -134,23 +143,14 @@ class ImageTokenizer:
 
     @classmethod
     def from_pretrained(cls, directory, **kwargs) -> "ImageTokenizer":
-        """Our own format: `config.json` + `model.safetensors` in a local directory (nothing is downloaded)."""
+        """Our own folder (`config.json` + `model.safetensors`, see mmtok.tokenizer.folder), local only;
+        kwargs (dtype, device, channels_last) as for the constructor."""
         directory = os.fspath(directory)
         if "://" in directory:
             raise ValueError(f"from_pretrained takes a local directory, got {directory!r} (nothing is downloaded)")
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"tokenizer directory not found: {directory}")
-        config_file, weights_file = os.path.join(directory, CONFIG_NAME), os.path.join(directory, WEIGHTS_NAME)
-        for path in (config_file, weights_file):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path} not found (expected {CONFIG_NAME} and {WEIGHTS_NAME} in {directory})")
-        data = read_config_file(config_file, json.load, json.JSONDecodeError, "JSON", "tokenizer config")
-        config = VQGANConfig.from_dict(data, origin=config_file)
-        try:
-            state = load_file(weights_file)
-        except Exception as exc:
-            raise ValueError(f"{weights_file}: not a readable safetensors file ({exc})") from exc
-        return cls._with_weights(config, state, weights_file, **kwargs)
+        saved = read_folder(directory, expected_format=CONFIG_FORMAT, max_version=FORMAT_VERSION)
+        config = VQGANConfig.from_dict(saved.config, origin=str(saved.config_path))
+        return cls._with_weights(config, saved.tensors, str(saved.weights_path), **kwargs)
 
     @classmethod
     def default(cls, **kwargs) -> "ImageTokenizer":
@@ -167,14 +167,9 @@ class ImageTokenizer:
         checkpoints.load_weights(model, state, origin)
         return cls(config, model, **kwargs)
 
-    def save_pretrained(self, directory) -> None:
-        """Write `config.json` and `model.safetensors` (fp32, contiguous) into `directory`."""
-        directory = os.fspath(directory)
-        os.makedirs(directory, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
-        with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as f:
-            json.dump(self.config, f, indent=2)
+    def save_pretrained(self, directory):
+        """Write `config.json` and `model.safetensors` (fp32) into `directory` through the shared save layer."""
+        return save_folder(directory, CONFIG_FORMAT, self.config, self.state_dict(), version=FORMAT_VERSION)
 
     # ------------------------------------------------------------------------------------ inference
     def _lowp(self) -> torch.dtype | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import pathlib
 
+import torch
+
 from .folder import CONFIG_NAME, folder_format, read_config
 
 # format marker of a saved folder -> "module:class" whose `from_pretrained(folder, **options)` reads it
@@ -61,7 +63,7 @@ def load_llamagen(path, *, device=None, dtype=None, config_path=None, **options)
 def load_dac(path, *, device=None, dtype=None, **options):
     from ..audio.codec.model import AudioCodec
 
-    if dtype is not None:
-        raise ValueError("the DAC codec runs in float32; dtype is not supported for this layout")
+    if dtype is not None and dtype not in ("float32", "fp32", torch.float32):
+        raise ValueError(f"{path}: the DAC codec runs in float32; dtype={dtype!r} is not supported for this layout")
     codec = AudioCodec.from_dac(path, **options)
     return codec.to(device) if device is not None else codec

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .folder import CONFIG_NAME, folder_format, read_config
+from .protocol import code_spec_of
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -76,14 +77,18 @@ def _taming(probe: Probe) -> bool:
     return not probe.is_dir and probe.suffix == ".ckpt"
 
 
-def _torch_payload_keys(probe: Probe) -> set[str]:
-    """Top-level keys of a single-file torch checkpoint (read weights-only; empty when unreadable)."""
-    from .weights import read_torch_pickle
+def _torch_payload_keys(probe: Probe) -> set[str] | None:
+    """Top-level keys of a single-file torch checkpoint (read weights-only, memory-mapped where the file allows,
+    so probing a large checkpoint is cheap); None when the file cannot be read as one."""
+    import torch
 
     try:
-        payload = read_torch_pickle(probe.path)
-    except ValueError:
-        return set()
+        try:
+            payload = torch.load(probe.path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+            payload = torch.load(probe.path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable, truncated, needs code to unpickle: the loader reports it with the file name
+        return None
     return {str(k) for k in payload} if isinstance(payload, dict) else set()
 
 
@@ -93,17 +98,25 @@ def _transformers_family(probe: Probe, family: str) -> bool:
 
 
 def _dac(probe: Probe) -> bool:
-    return not probe.is_dir and probe.suffix == ".pth" and {"state_dict", "metadata"} <= _torch_payload_keys(probe)
+    if probe.is_dir or probe.suffix != ".pth":
+        return False
+    keys = _torch_payload_keys(probe)
+    return keys is not None and {"state_dict", "metadata"} <= keys
 
 
 def _var(probe: Probe) -> bool:
-    keys = _torch_payload_keys(probe) if not probe.is_dir and probe.suffix in (".pth", ".pt") else set()
+    keys = (_torch_payload_keys(probe) or set()) if not probe.is_dir and probe.suffix in (".pth", ".pt") else set()
     return {"encoder.conv_in.weight", "quantize.embedding.weight"} <= keys and (
         "quantize.ema_vocab_hit_SV" in keys or any(k.startswith("quantize.quant_resi.") for k in keys))
 
 
 def _llamagen(probe: Probe) -> bool:
-    return not probe.is_dir and probe.suffix in (".pt", ".pth", ".bin")
+    """A `.pt` / `.pth` / `.bin` file holding {'model': ...} or {'ema': ...}, or one that cannot be read at all
+    (then LlamaGen's loader names the file and why it is unreadable instead of a vague 'unknown layout')."""
+    if probe.is_dir or probe.suffix not in (".pt", ".pth", ".bin"):
+        return False
+    keys = _torch_payload_keys(probe)
+    return keys is None or bool(keys & {"model", "ema"})
 
 
 # Detection order: mmtok's own folders, then the Hugging Face folders by model_type / _class_name, then the
@@ -122,12 +135,13 @@ LAYOUTS: list[Layout] = [
            _dac, "mmtok.tokenizer.loaders:load_dac"),
     Layout("var", "VAR's VQVAE state dict (.pth, e.g. vae_ch160v4096z32.pth; options scales=, phi_ratio=)",
            _var, "mmtok.image.var:load_var"),
-    Layout("llamagen", "LlamaGen VQ model checkpoint (.pt: {'model'} or {'ema'})",
+    Layout("llamagen", "LlamaGen VQ model checkpoint (.pt / .pth / .bin holding {'model'} or {'ema'})",
            _llamagen, "mmtok.tokenizer.loaders:load_llamagen"),
 ]
 
 
 def layout_names() -> list[str]:
+    """The names `format=` takes, in detection order."""
     return [layout.name for layout in LAYOUTS]
 
 
@@ -152,6 +166,7 @@ def _describe(probe: Probe) -> str:
 
 
 def _checked_path(path) -> pathlib.Path:
+    """`path` as a local Path; a URL or a missing path that looks like a Hub id is refused with what to do."""
     text = os.fspath(path)
     if not isinstance(text, str):
         text = os.fsdecode(text)
@@ -189,4 +204,6 @@ def load(path, *, format: str | None = None, device=None, dtype=None, **options)
         if format not in named:
             raise ValueError(f"format={format!r} is not a known layout; known: {', '.join(named)}")
         layout = named[format]
-    return layout.load(p, device=device, dtype=dtype, **options)
+    tokenizer = layout.load(p, device=device, dtype=dtype, **options)
+    code_spec_of(tokenizer, f"{p} ({layout.name} layout)")
+    return tokenizer

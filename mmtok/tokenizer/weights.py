@@ -47,6 +47,46 @@ def read_torch_pickle(path) -> object:
         raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
 
 
+_SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                       torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes, deterministically: tensors in name order, metadata keys sorted (the
+    `safetensors` writer orders metadata by a hash map, so the same tensors gave different bytes per process)."""
+    header: dict[str, object] = {}
+    if metadata:
+        bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"safetensors metadata must map str to str; bad keys: {listed(map(str, bad))}")
+        header["__metadata__"] = {k: metadata[k] for k in sorted(metadata)}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{name}: not a tensor ({type(tensor).__name__})")
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"{name}: dtype {tensor.dtype} cannot be written to safetensors")
+        tensor = tensor.detach().to("cpu").contiguous()
+        blob = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
+
+
+def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+    """Write `safetensors_bytes` to `path` atomically (a temporary file beside it, then renamed)."""
+    path = pathlib.Path(os.fspath(path))
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_bytes(safetensors_bytes(tensors, metadata))
+    os.replace(temporary, path)
+
+
 def read_safetensors(path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..image import VQAutoencoder, VQGANConfig
-from ..image.tokenizer import CONFIG_NAME, WEIGHTS_NAME
+from ..image.config import CONFIG_FORMAT
+from ..image.tokenizer import FORMAT_VERSION
+from ..tokenizer.folder import save_folder
 from ..quantize import VectorQuantizer
 
 
@@ -60,10 +59,7 @@ def inference_state_dict(model: TrainableVQGAN) -> dict:
 def export_pretrained(model: TrainableVQGAN, directory: str, *, dtype: torch.dtype = torch.float32,
                       metadata: dict | None = None) -> str:
     """Write `config.json` + `model.safetensors` (floats stored as `dtype`; the loader upcasts to fp32)."""
-    os.makedirs(directory, exist_ok=True)
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in inference_state_dict(model).items()}
-    meta = {"format": "pt", **{k: str(v) for k, v in (metadata or {}).items()}}
-    save_file(state, os.path.join(directory, WEIGHTS_NAME), metadata=meta)
-    with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as f:
-        json.dump(model.config.to_dict(), f, indent=2)
+    save_folder(directory, CONFIG_FORMAT, model.config.to_dict(), state, version=FORMAT_VERSION,
+                metadata={k: str(v) for k, v in (metadata or {}).items()})
     return directory

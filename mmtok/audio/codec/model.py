@@ -7,17 +7,17 @@ results equal a one-shot pass (see `chunking.py`), so long files run in bounded 
 """
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 
-import safetensors.torch
 import soundfile
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import existing_file, load_audio, prepare_waveform
+from ...tokenizer.folder import read_folder, save_folder
+from ...tokenizer.protocol import AUDIO_AXES, CodeSpec
+from ..io import load_audio, prepare_waveform
 from .blocks import Decoder, Encoder
 from .checkpoint import load_state_dict_exactly, read_dac_file
 from .chunking import decode_chunked, encode_chunked, output_length
@@ -47,6 +47,17 @@ class AudioCodec(nn.Module):
         self.eval()
 
     # -- properties -----------------------------------------------------------------------------------------
+    @property
+    def code_spec(self) -> CodeSpec:
+        """The Tokenizer protocol's description: (n_codebooks, frames) codes, hop_length samples per frame.
+        (decode also takes a prefix of the codebooks: a lower bitrate.)"""
+        return CodeSpec("audio", AUDIO_AXES, (self.codebook_size,) * self.n_codebooks, (self.hop_length,),
+                        sample_rate=self.sample_rate, frame_rate=self.frame_rate)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     @property
     def n_codebooks(self) -> int:
         return self._config.n_codebooks
@@ -81,28 +92,18 @@ class AudioCodec(nn.Module):
         return codec.eval()
 
     def save_pretrained(self, directory) -> pathlib.Path:
-        """Write config.json + model.safetensors (DAC's key names) into directory."""
-        directory = pathlib.Path(os.fspath(directory))
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        safetensors.torch.save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT})
-        return directory
+        """Write config.json + model.safetensors (DAC's key names) through the shared save layer."""
+        return save_folder(directory, FORMAT, self._config.to_dict(), self.state_dict(), version=1)
 
     @classmethod
-    def from_pretrained(cls, directory) -> "AudioCodec":
-        directory = pathlib.Path(os.fspath(directory))
-        config_path = existing_file(directory / CONFIG_NAME, "codec config")
-        weights_path = existing_file(directory / WEIGHTS_NAME, "codec weights")
-        try:
-            data = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{config_path}: invalid JSON ({exc})") from None
-        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
-            raise ValueError(f"{config_path}: not an {FORMAT} config (missing or wrong 'format')")
-        codec = cls(CodecConfig.from_dict(data, source=str(config_path)))
-        load_state_dict_exactly(codec, safetensors.torch.load_file(str(weights_path)), str(weights_path))
-        return codec.eval()
+    def from_pretrained(cls, directory, *, device=None, dtype=None) -> "AudioCodec":
+        if dtype is not None and dtype not in (torch.float32, "float32", "fp32"):
+            raise ValueError(f"{directory}: the codec runs in float32; dtype={dtype!r} is not supported")
+        saved = read_folder(directory, expected_format=FORMAT, max_version=1)
+        codec = cls(CodecConfig.from_dict(saved.config, source=str(saved.config_path)))
+        load_state_dict_exactly(codec, saved.tensors, str(saved.weights_path))
+        codec.eval()
+        return codec.to(device) if device is not None else codec
 
     # -- encode / decode ----------------------------------------------------------------------------------------
     def _chunk_frames(self, seconds: float | None, default: float, name: str) -> int:
