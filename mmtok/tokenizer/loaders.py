@@ -19,6 +19,7 @@ FOLDER_CLASSES = {
     "mmtok.AudioCodec": "mmtok.audio.codec.model:AudioCodec",
     "mmtok.image.var": "mmtok.image.var:VARTokenizer",
     "mmtok.image.transformers_vq": "mmtok.image.transformers_vq:TransformersVQTokenizer",
+    "mmtok.video.emu3": "mmtok.video.emu3.tokenizer:Emu3Tokenizer",
 }
 
 

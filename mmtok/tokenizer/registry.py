@@ -97,6 +97,12 @@ def _transformers_family(probe: Probe, family: str) -> bool:
     return probe.is_dir and probe.model_type in (f"{family}_vqgan", family)
 
 
+def _emu3(probe: Probe) -> bool:
+    """A transformers Emu3VQVAE config, alone or as the vq_config of a full Emu3 model."""
+    return probe.is_dir and (probe.model_type == "emu3_vqgan" or (
+        probe.model_type == "emu3" and isinstance((probe.config or {}).get("vq_config"), dict)))
+
+
 def _dac(probe: Probe) -> bool:
     if probe.is_dir or probe.suffix != ".pth":
         return False
@@ -129,6 +135,9 @@ LAYOUTS: list[Layout] = [
            lambda probe: _transformers_family(probe, "chameleon"), "mmtok.image.transformers_vq:load_chameleon"),
     Layout("janus", "transformers JanusVQVAE folder (model_type janus_vqgan, or a full janus model): Janus, Janus-Pro",
            lambda probe: _transformers_family(probe, "janus"), "mmtok.image.transformers_vq:load_janus"),
+    Layout("emu3", "transformers Emu3VQVAE folder (config.json model_type 'emu3_vqgan'; or a full Emu3 model, "
+           "model_type 'emu3' with vq_config): Emu3 video + image tokenizer", _emu3,
+           "mmtok.video.emu3.loader:load_emu3"),
     Layout("taming", "taming-transformers / original Chameleon VQ-GAN: Lightning .ckpt + its yaml config",
            _taming, "mmtok.tokenizer.loaders:load_taming"),
     Layout("dac", "descript-audio-codec weight file (.pth with 'state_dict' and 'metadata')",
