@@ -286,7 +286,7 @@ def test_format_forces_a_layout(tmp_path):
     io = np.load(CKPT / "taming_tiny" / "io.npz")
     tok = mmtok.load(tmp_path / "weights.pt", format="taming")
     assert torch.equal(tok.encode(torch.from_numpy(io["x"])), torch.from_numpy(io["indices"]))
-    with pytest.raises(ValueError, match="format='vqgan' is not a known layout; known: mmtok, taming"):
+    with pytest.raises(ValueError, match="format='vqgan' is not a known layout; known: mmtok, .*taming"):
         mmtok.load(tmp_path / "weights.pt", format="vqgan")
     with pytest.raises(ValueError, match="float32"):
         mmtok.load(CKPT / "dac_tiny" / "model.pth", dtype=torch.bfloat16)

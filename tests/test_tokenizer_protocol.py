@@ -16,7 +16,8 @@ def test_code_spec_validation():
     with pytest.raises(ValueError, match="modality"):
         CodeSpec("text", ("t",), (5,))
     with pytest.raises(ValueError, match="axes"):
-        CodeSpec("image", ("height", "width"), (5,))
+        CodeSpec("image", ("w", "h"), (5,))
+    assert CodeSpec("video", ("time", "height", "width"), (5,)).axes == ("t", "h", "w")  # draft names
     with pytest.raises(ValueError, match="axes"):
         CodeSpec("audio", ("t",), (5,))
     with pytest.raises(ValueError, match="'codebook' axis"):

@@ -63,6 +63,8 @@ SEQUENCE_AXES = ("token",)
 VIDEO_AXES = ("t", "h", "w")
 AUDIO_AXES = ("codebook", "t")
 CODEBOOK_AXIS = "codebook"
+# the long axis names of the first protocol draft, accepted and normalised to the short ones
+AXIS_ALIASES = {"height": "h", "width": "w", "time": "t", "frames": "t", "codebooks": CODEBOOK_AXIS}
 # the axes each modality's code tensor may have (after the batch axis)
 ALLOWED_AXES = {
     "image": (IMAGE_AXES, (CODEBOOK_AXIS, *IMAGE_AXES), SEQUENCE_AXES),
@@ -88,7 +90,7 @@ class CodeSpec:
     def __post_init__(self):
         if self.modality not in MODALITIES:
             raise ValueError(f"CodeSpec: modality must be one of {MODALITIES}, got {self.modality!r}")
-        object.__setattr__(self, "axes", tuple(str(a) for a in self.axes))
+        object.__setattr__(self, "axes", tuple(AXIS_ALIASES.get(str(a), str(a)) for a in self.axes))
         object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in self.codebook_sizes))
         object.__setattr__(self, "downsample", tuple(int(f) for f in self.downsample))
         if self.axes not in ALLOWED_AXES[self.modality]:
