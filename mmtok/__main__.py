@@ -13,6 +13,7 @@ import sys
 # modules that define commands, in the order they are listed by --help
 COMMAND_MODULES = (
     "mmtok.demo",
+    "mmtok.tokenizer.cli",
     "mmtok.image.cli",
     "mmtok.audio.cli",
     "mmtok.audio.codec.cli",
