@@ -82,8 +82,14 @@ def _norm_swish(norm: nn.GroupNorm, x: torch.Tensor, lowp: torch.dtype | None = 
     return F.silu(y, inplace=not torch.is_grad_enabled()).to(lowp)
 
 
+norm_swish = _norm_swish  # the public name, for the other VQ-GAN families built from these blocks
+
+
 def _lowp_for(conv: nn.Conv2d, lowp: torch.dtype | None) -> torch.dtype | None:
     return lowp if runs_in_lowp(conv.in_channels, lowp) else None
+
+
+lowp_for = _lowp_for
 
 
 class ResnetBlock(nn.Module):
