@@ -116,6 +116,21 @@ def _var(probe: Probe) -> bool:
         "quantize.ema_vocab_hit_SV" in keys or any(k.startswith("quantize.quant_resi.") for k in keys))
 
 
+def _diffusers_vq(probe: Probe) -> bool:
+    """A diffusers VQModel folder (config `_class_name` "VQModel"), or a pipeline folder with one in vqvae/ / movq/."""
+    if not probe.is_dir:
+        return False
+    if probe.config is not None:
+        return probe.class_name == "VQModel"
+    for sub in ("vqvae", "movq"):
+        try:
+            if read_config(probe.path / sub / CONFIG_NAME).get("_class_name") == "VQModel":
+                return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
 def _llamagen(probe: Probe) -> bool:
     """A `.pt` / `.pth` / `.bin` file holding {'model': ...} or {'ema': ...}, or one that cannot be read at all
     (then LlamaGen's loader names the file and why it is unreadable instead of a vague 'unknown layout')."""
@@ -138,6 +153,9 @@ LAYOUTS: list[Layout] = [
     Layout("emu3", "transformers Emu3VQVAE folder (config.json model_type 'emu3_vqgan'; or a full Emu3 model, "
            "model_type 'emu3' with vq_config): Emu3 video + image tokenizer", _emu3,
            "mmtok.video.emu3.loader:load_emu3"),
+    Layout("diffusers-vq", "diffusers VQModel folder (aMUSEd, VQ-Diffusion, Kandinsky MoVQ): config.json with "
+           "_class_name 'VQModel' + diffusion_pytorch_model.safetensors / .bin / sharded index",
+           _diffusers_vq, "mmtok.image.diffusers_vq.tokenizer:load_diffusers_vq"),
     Layout("taming", "taming-transformers / original Chameleon VQ-GAN: Lightning .ckpt + its yaml config",
            _taming, "mmtok.tokenizer.loaders:load_taming"),
     Layout("dac", "descript-audio-codec weight file (.pth with 'state_dict' and 'metadata')",
