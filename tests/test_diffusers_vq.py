@@ -109,8 +109,9 @@ def test_fp16_stored_weights_load_as_fp32():
 def test_mmtok_load_detects_and_round_trips(outputs, name, tmp_path):
     assert detect_layout(DATA / name).name == "diffusers-vq"
     tok = mmtok.tokenizer.load(DATA / name)
-    assert isinstance(tok, DiffusersVQTokenizer)
+    assert isinstance(tok, DiffusersVQTokenizer) and isinstance(tok, mmtok.tokenizer.Tokenizer)
     spec = tok.code_spec
+    assert spec.modality == "image" and spec.axes == ("h", "w") and spec.image_size == 256
     config = json.loads((DATA / name / "config.json").read_text())
     assert spec.codebook_sizes == (config["num_vq_embeddings"],)
     assert spec.downsample == (2 ** (len(config["block_out_channels"]) - 1),) * 2

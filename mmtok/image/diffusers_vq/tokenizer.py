@@ -21,7 +21,6 @@ import pathlib
 import torch
 
 from ...tokenizer.folder import CONFIG_NAME, read_config, read_folder, save_folder
-from ...tokenizer.protocol import CodeSpec
 from ...tokenizer.weights import find_weights, load_exactly, read_state_dict
 from ..tokenizer import ImageTokenizer
 from .config import CLASS_NAME, CONFIG_FORMAT, DiffusersVQConfig
@@ -45,11 +44,6 @@ class DiffusersVQTokenizer(ImageTokenizer):
                          device=device, channels_last=channels_last)
 
     # ------------------------------------------------------------------------------------ properties
-    @property
-    def code_spec(self) -> CodeSpec:
-        f = self._config.downsample_factor
-        return CodeSpec("image", ("h", "w"), (self._config.num_codes,), (f, f))
-
     @property
     def scaling_factor(self) -> float:
         return self._config.scaling_factor
@@ -83,10 +77,7 @@ class DiffusersVQTokenizer(ImageTokenizer):
     @classmethod
     def from_pretrained(cls, directory, **kwargs) -> "DiffusersVQTokenizer":
         """mmtok's own folder written by `save_pretrained` (format mmtok.image.diffusers_vq)."""
-        saved = read_folder(directory, expected_format=CONFIG_FORMAT)
-        if saved.version > FORMAT_VERSION:
-            raise ValueError(f"{saved.config_path}: format_version {saved.version} is newer than this mmtok reads "
-                             f"(<= {FORMAT_VERSION})")
+        saved = read_folder(directory, expected_format=CONFIG_FORMAT, max_version=FORMAT_VERSION)
         config = DiffusersVQConfig.from_dict(saved.config, origin=str(saved.config_path))
         return cls._loaded(config, saved.tensors, str(saved.weights_path), **kwargs)
 
