@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from . import backends
+from .magnitude import risky_rows
 from .reference import METRICS, compute_dtype, exact_distances, nearest_code_reference
 
 METRIC_CODES = {name: code for code, name in enumerate(METRICS)}  # the compiled kernels' integer argument
@@ -21,6 +22,21 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
 
 
 def _run_backend(x: torch.Tensor, codebook: torch.Tensor, metric: str, backend: str):
+    """The backend's (indices, distances), with rows at risk of fp32 overflow scored in float64 (see magnitude)."""
+    compute = compute_dtype(x, codebook) if backend == "torch" else torch.float32  # the kernels compute in fp32
+    risky = risky_rows(x, codebook, metric, compute)
+    if risky is None:
+        return _run_kernel(x, codebook, metric, backend)
+    indices = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    distances = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    safe = ~risky
+    if bool(safe.any()):
+        indices[safe], distances[safe] = _run_kernel(x[safe].contiguous(), codebook, metric, backend)
+    indices[risky], distances[risky] = nearest_code_reference(x[risky].double(), codebook.double(), metric)
+    return indices, distances
+
+
+def _run_kernel(x: torch.Tensor, codebook: torch.Tensor, metric: str, backend: str):
     if backend == "cpp":
         return torch.ops.mmtok_C.nearest_code_cpu(x, codebook, METRIC_CODES[metric])
     if backend == "cuda":
@@ -99,6 +115,9 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
 
     Returns:
         (indices, distances): int64 and fp32, both shaped x.shape[:-1]. Exact ties go to the lowest index.
+        Finite inputs of any magnitude get the right code on every backend: rows large enough to overflow the
+        fp32 kernels (x near 3e38) are scored in float64 (`mmtok.ops.magnitude`); a distance beyond the fp32
+        range is returned as inf. Non-finite values are a ValueError.
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"nearest_code: x must be a torch.Tensor, got {type(x).__name__}")

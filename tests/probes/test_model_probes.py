@@ -202,3 +202,65 @@ def test_20_frame_timestamps_must_be_finite_decimals(stamp, seed):
     (video,) = stream.decode(ids, strict=False)
     assert video.frames[0].timestamp is None and torch.equal(video.frames[0].codes, codes)
     assert stream.decode(good)[0].frames[0].timestamp == 1.25
+
+
+# --------------------------------------------------------------------------------------------------- 21
+def _backends():
+    from mmtok.ops import backends
+
+    return [b for b in backends.BACKENDS
+            if backends.unavailable_reason(b, torch.device("cuda" if b == "cuda" else "cpu")) is None]
+
+
+def _float64_truth(x, codebook, metric):
+    """argmin of the metric from the float64 expanded form (exact products of fp32 inputs: no overflow)."""
+    import torch.nn.functional as F
+
+    x, c = x.double().cpu(), codebook.double().cpu()
+    if metric == "cosine":
+        return (-(F.normalize(x, dim=1) @ F.normalize(c, dim=1).T)).argmin(1)
+    if metric == "dot":
+        return (-(x @ c.T)).argmin(1)
+    return (c.square().sum(1)[None] - 2 * x @ c.T).argmin(1)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "dot"])
+def test_21_nearest_code_near_the_float_limit_is_right_on_every_backend(metric, seed):
+    """x = 3e38 (finite): the probe's case (seed 0, K 64, D 8: code 44), then fresh random rows mixing huge and
+    ordinary magnitudes; every backend returns the float64 argmin, and the same codes."""
+    import mmtok
+
+    torch.manual_seed(0)
+    codebook = torch.randn(64, 8)
+    probe = torch.full((1, 8), 3e38)
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randn(32, 8, generator=generator)
+    huge = torch.rand(32, generator=generator) < 0.5
+    rows[huge] = rows[huge] / rows[huge].abs().amax(1, keepdim=True) * 3e38  # up to 3e38, still finite
+    x = torch.cat([probe, rows])
+    assert bool(torch.isfinite(x).all())
+    truth = _float64_truth(x, codebook, metric)
+    if metric == "l2":
+        assert int(truth[0]) == 44
+    results = {}
+    for backend in _backends():
+        device = torch.device("cuda" if backend == "cuda" else "cpu")
+        indices, distances = mmtok.nearest_code(x.to(device), codebook.to(device), metric=metric, backend=backend)
+        results[backend] = indices.cpu()
+        assert torch.equal(indices.cpu(), truth), (backend, indices.tolist(), truth.tolist())
+        assert not bool(distances.isnan().any())
+    assert len(results) >= 2
+
+
+def test_21_float64_inputs_beyond_float64_range_are_refused_clearly():
+    import mmtok
+
+    x = torch.full((2, 4), 1e300, dtype=torch.float64)
+    with pytest.raises(ValueError, match="overflow even a float64"):
+        mmtok.nearest_code(x, torch.full((3, 4), 1e10, dtype=torch.float64), backend="torch")
+    # huge but computable in float64: answered, not refused
+    assert mmtok.nearest_code(x, torch.ones(3, 4, dtype=torch.float64), backend="torch")[0].tolist() == [0, 0]
+    # ordinary inputs skip the guard's float64 path entirely: same answer as the kernels always gave
+    x = torch.randn(100, 4)
+    c = torch.randn(16, 4)
+    assert torch.equal(mmtok.nearest_code(x, c, backend="torch")[0], _float64_truth(x, c, "l2"))
