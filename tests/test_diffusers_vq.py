@@ -132,6 +132,25 @@ def test_mmtok_load_detects_and_round_trips(outputs, name, tmp_path):
     assert json.loads((tmp_path / "diffusers" / "config.json").read_text())["_class_name"] == "VQModel"
 
 
+@pytest.mark.parametrize("name", ["group_tiny_sharded", "spatial"])
+def test_mmtok_convert(outputs, name, tmp_path):
+    from mmtok.tokenizer.cli import convert, same_tokenizer
+
+    base = name.replace("_sharded", "")
+    original = mmtok.tokenizer.load(DATA / name)
+    convert(DATA / name, tmp_path / "out")
+    converted = mmtok.tokenizer.load(tmp_path / "out")
+    assert isinstance(converted, DiffusersVQTokenizer)
+    assert same_tokenizer(original, converted) == []
+    images = upstream(outputs, base, "images")
+    assert_codes(converted.encode(images), upstream(outputs, base, "codes"), upstream(outputs, base, "margin"), 1e-4)
+    torch.testing.assert_close(converted.decode(upstream(outputs, base, "codes"), clamp=False),
+                               upstream(outputs, base, "pixels_codes"), rtol=0, atol=1e-4)
+    convert(tmp_path / "out", tmp_path / "again")  # re-converting changes no byte
+    for file in ("config.json", "model.safetensors"):
+        assert (tmp_path / "out" / file).read_bytes() == (tmp_path / "again" / file).read_bytes()
+
+
 def test_pipeline_folder_with_vqvae_subfolder(tmp_path, outputs):
     shutil.copytree(DATA / "group_tiny", tmp_path / "vqvae")
     (tmp_path / "model_index.json").write_text('{"_class_name": "AmusedPipeline"}')
