@@ -105,13 +105,19 @@ def test_streaming_equals_one_shot(speech, seed, frontend, options):
     one_shot = tok.encode(clip, 16000)
     streamed = torch.cat(list(tok.stream(_random_chunks(clip, rng))), dim=1)  # two passes: exact stats
     assert torch.equal(streamed, one_shot)
-    # supplied statistics: a single pass over a one-shot iterator, equal to encode with the same statistics
-    stats = FeatureStats.from_mean_std(torch.randn(80) + 10.0, torch.rand(80) + 1.0)
-    single = torch.cat(list(tok.stream(iter(_random_chunks(clip, rng)), stats=stats)), dim=1)
-    assert torch.equal(single, tok.encode(clip, 16000, stats=stats))
-    assert not torch.equal(single, one_shot)
-    with pytest.raises(ValueError, match="two passes"):
-        list(tok.stream(iter(_random_chunks(clip, rng))))
+    # supplied statistics: equal to encode with the same statistics (the relative floor still needs the
+    # level pass); for a v1 tokenizer a single pass over a one-shot iterator
+    stats = FeatureStats.from_mean_std(torch.randn(80) - 5.0, torch.rand(80) + 1.0)
+    fixed = torch.cat(list(tok.stream(_random_chunks(clip, rng), stats=stats)), dim=1)
+    assert torch.equal(fixed, tok.encode(clip, 16000, stats=stats))
+    assert not torch.equal(fixed, one_shot)
+    v1 = AudioTokenizer(frontend=frontend, frontend_options=options, frontend_variant="absolute-floor")
+    single = torch.cat(list(v1.stream(iter(_random_chunks(clip, rng)), stats=stats)), dim=1)
+    assert torch.equal(single, v1.encode(clip, 16000, stats=stats))
+    assert torch.equal(torch.cat(list(v1.stream(_random_chunks(clip, rng))), dim=1), v1.encode(clip, 16000))
+    for chunks, kwargs in ((iter(_random_chunks(clip, rng)), {}), (iter(_random_chunks(clip, rng)), {"stats": stats})):
+        with pytest.raises(ValueError, match="passes over the audio"):
+            list(tok.stream(chunks, **kwargs))
 
 
 def test_chunked_file_equals_one_shot_file(tokenizer, speech, seed, tmp_path):

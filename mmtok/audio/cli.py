@@ -18,7 +18,8 @@ def _audio_tokens(args) -> int:
     if args.tokenizer is not None:
         tok = AudioTokenizer.from_pretrained(args.tokenizer)
     else:
-        tok = AudioTokenizer(seed=args.seed, num_codebooks=args.num_codebooks, frontend=args.frontend)
+        tok = AudioTokenizer(seed=args.seed, num_codebooks=args.num_codebooks, frontend=args.frontend,
+                             frontend_variant=args.frontend_variant)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as f:
 
@@ -45,6 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="projection/codebook seed when no --tokenizer is given")
     p.add_argument("--num-codebooks", type=int, default=1)
     p.add_argument("--frontend", choices=("kaldi", "whisper"), default="kaldi")
+    p.add_argument("--frontend-variant", choices=("relative-floor", "absolute-floor"), default="relative-floor",
+                   help="log floor relative to each file's level (default), or v1's absolute floor")
     p.add_argument("--chunk-seconds", type=float, default=None,
                    help="stream each file in chunks of this many seconds (flat memory, same tokens)")
     p.set_defaults(func=_audio_tokens)

@@ -133,7 +133,7 @@ class KaldiFbank(FrameFrontend):
         if k != 0.0 and self.window[0] != 0.0:  # Kaldi: a frame's first sample is pre-emphasised against itself
             window[:, 0] = segment.unfold(0, length, shift)[:count, 0] * ((1.0 - k) * float(self._scaled_window[0]))
 
-    def features(self, frames: torch.Tensor, frame_sums: torch.Tensor) -> torch.Tensor:
+    def mel_power(self, frames: torch.Tensor, frame_sums: torch.Tensor) -> torch.Tensor:
         spectrum = torch.fft.rfft(frames)
         parts = torch.view_as_real(spectrum)
         if self.remove_dc_offset:
@@ -141,7 +141,13 @@ class KaldiFbank(FrameFrontend):
             coeff = frame_sums * (-(1.0 - self.preemph_coeff) * self.waveform_scale / self.frame_length)
             parts.view(parts.shape[0], -1).addr_(coeff, self._window_parts)
         power = torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
-        return self._mel_product(power).clamp_min_(self.log_floor).log_()
+        return self._mel_product(power)
+
+    def sample_scale(self) -> float:
+        return self.waveform_scale
+
+    def mel_weights(self) -> torch.Tensor:
+        return self.mel_banks
 
     def config(self) -> dict:
         return {"name": self.name, "sample_rate": self.sample_rate, "num_mel_bins": self.num_mel_bins,

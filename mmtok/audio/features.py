@@ -58,6 +58,8 @@ class FeatureStats:
         # SUM_ROWS such integers (and of their squares, < 2**38 each) are exact in float64 in any order.
         # Chunks of SUM_ROWS rows also keep the work in cache.
         rows = features.reshape(-1, self.num_channels)
+        if rows.shape[0] == 0:
+            return self
         if self.count + rows.shape[0] > MAX_FRAMES:
             raise ValueError(f"stats: more than {MAX_FRAMES} frames; supply statistics with from_mean_std")
         for chunk in rows.split(SUM_ROWS):

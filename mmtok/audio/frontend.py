@@ -78,9 +78,41 @@ class FrameFrontend:
         """
         raise NotImplementedError
 
-    def features(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        """A block of prepared frames (BLOCK_FRAMES, fft_size) -> log-mel rows (BLOCK_FRAMES, num_mel_bins)."""
+    def mel_power(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """A block of prepared frames (BLOCK_FRAMES, fft_size) -> mel power rows (BLOCK_FRAMES, num_mel_bins)."""
         raise NotImplementedError
+
+    def log(self, power: torch.Tensor) -> torch.Tensor:
+        """The frontend's log, in place (natural for Kaldi, log10 for Whisper)."""
+        return power.log_()
+
+    def power_scale(self) -> float:
+        """Mel power (summed over channels) of a frame of white noise with mean power 1, about: the factor
+        that turns a clip level (mean power of samples) into the mel-power domain of this frontend
+        (Parseval: the half spectrum holds fft_size / 2 * sum(window^2) of it, times the filters' mean
+        total weight per bin). Only where a relative floor sits depends on it, in dB."""
+        weights = self.mel_weights().double().sum(dim=1)
+        covered = weights[weights > 0]
+        gain = float(covered.sum()) / weights.numel()
+        return self.sample_scale() ** 2 * float((self.window.double() ** 2).sum()) * self.fft_size / 2 * gain
+
+    def sample_scale(self) -> float:
+        """The factor samples are multiplied by before analysis (Kaldi's int16 scale)."""
+        return 1.0
+
+    def mel_weights(self) -> torch.Tensor:
+        """The (bins, num_mel_bins) filter matrix."""
+        raise NotImplementedError
+
+    def features(self, frames: torch.Tensor, aux: torch.Tensor,
+                 divisors: torch.Tensor | None = None, floor: float | None = None) -> torch.Tensor:
+        """Prepared frames -> log-mel rows. Without `divisors`: log of the power floored at the frontend's
+        absolute `log_floor` (v1). With `divisors` (BLOCK_FRAMES, 1): log(max(power / divisor, floor)), a floor
+        relative to each row's clip level; power-of-two gains then give bit-identical rows."""
+        power = self.mel_power(frames, aux)
+        if divisors is None:
+            return self.log(power.clamp_min_(self.log_floor))
+        return self.log(power.div_(divisors).clamp_min_(floor))
 
     def config(self) -> dict:
         raise NotImplementedError
@@ -92,19 +124,23 @@ class FrameFrontend:
                              f"({num_samples / self.sample_rate * 1000:.1f} ms); the {self.name} frontend "
                              f"needs at least {self.min_samples()} samples at {self.sample_rate} Hz")
 
-    def block_features(self, pieces: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+    def block_features(self, pieces: list[tuple[torch.Tensor, int]], divisors: list[float] | None = None,
+                       floor: float | None = None) -> torch.Tensor:
         """(segment, frame count) pieces, together at most BLOCK_FRAMES frames -> features of those frames.
 
         The block is always BLOCK_FRAMES rows, so every frame goes through the FFT and the mel
-        matrix product in a matrix of the same shape.
+        matrix product in a matrix of the same shape. `divisors` (one per piece, with `floor`) selects
+        the relative floor (see `features`).
         """
-        frames, aux = self._block_buffers()
+        frames, aux, rows = self._block_buffers()
         row = 0
-        for segment, count in pieces:
+        for i, (segment, count) in enumerate(pieces):
             self.frame_inputs(segment, count, frames[row: row + count], aux[row: row + count])
+            if divisors is not None:
+                rows[row: row + count] = divisors[i]
             row += count
         # rows past `row` keep earlier finite frames: rows are independent, and those outputs are dropped
-        return self.features(frames, aux)[:row]
+        return self.features(frames, aux, None if divisors is None else rows, floor)[:row]
 
     def _block_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This thread's reusable (BLOCK_FRAMES, fft_size) frame buffer (zero past frame_length) and aux.
@@ -115,7 +151,8 @@ class FrameFrontend:
         key = "buffers_inference" if torch.is_inference_mode_enabled() else "buffers"
         buffers = getattr(self._local, key, None)
         if buffers is None:
-            buffers = (torch.zeros(BLOCK_FRAMES, self.fft_size), torch.zeros(BLOCK_FRAMES))
+            buffers = (torch.zeros(BLOCK_FRAMES, self.fft_size), torch.zeros(BLOCK_FRAMES),
+                       torch.ones(BLOCK_FRAMES, 1))
             setattr(self._local, key, buffers)
         return buffers
 
@@ -146,13 +183,18 @@ class FrameFrontend:
             out[i, : f.shape[0]] = f
         return out, counts
 
-    def clip_features(self, clips: list[torch.Tensor], names: list[str] | None = None) -> list[torch.Tensor]:
+    def clip_features(self, clips: list[torch.Tensor], names: list[str] | None = None,
+                      divisors: list[float] | None = None, floor: float | None = None) -> list[torch.Tensor]:
         """Features (frames, mels) of each clip, with frames of all clips packed into shared fixed-size blocks."""
-        return [torch.cat(r) if len(r) > 1 else r[0] for r in self.clip_feature_blocks(clips, names)]
+        return [torch.cat(r) if len(r) > 1 else r[0]
+                for r in self.clip_feature_blocks(clips, names, divisors, floor)]
 
-    def clip_feature_blocks(self, clips: list[torch.Tensor], names: list[str] | None = None
+    def clip_feature_blocks(self, clips: list[torch.Tensor], names: list[str] | None = None,
+                            divisors: list[float] | None = None, floor: float | None = None
                             ) -> list[list[torch.Tensor]]:
-        """Each clip's features as consecutive pieces (for a single clip: blocks of BLOCK_FRAMES rows)."""
+        """Each clip's features as consecutive pieces (for a single clip: blocks of BLOCK_FRAMES rows).
+
+        `divisors` (one per clip) and `floor`: the relative floor of `features`."""
         names = names or [f"waveform[{i}]" for i in range(len(clips))]
         jobs = []  # (clip index, padded signal, frame count)
         for i, clip in enumerate(clips):
@@ -166,7 +208,8 @@ class FrameFrontend:
         def flush():
             nonlocal pending, room
             if pending:
-                out = self.block_features([p for _, p in pending])
+                out = self.block_features([p for _, p in pending],
+                                          None if divisors is None else [divisors[i] for i, _ in pending], floor)
                 row = 0
                 for clip_index, piece in pending:
                     results[clip_index].append(out[row: row + piece[1]])

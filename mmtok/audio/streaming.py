@@ -23,8 +23,11 @@ from .resample import StreamingResampler
 class FeatureStream:
     """Push mono float32 samples, get (frames, mels) feature blocks; `finish()` returns the tail."""
 
-    def __init__(self, frontend: FrameFrontend, name: str = "stream"):
+    def __init__(self, frontend: FrameFrontend, name: str = "stream", divisor: float | None = None,
+                 floor: float | None = None):
         self.frontend, self.name = frontend, name
+        self.divisors = None if divisor is None else [divisor]  # the relative floor's (see frontend.features)
+        self.floor = floor
         self.num_samples = 0  # raw samples received
         self.next_frame = 0
         self._head: list[torch.Tensor] = []  # raw samples held until the left edge can be mirrored
@@ -87,7 +90,7 @@ class FeatureStream:
                     break
             start = self.next_frame * f.frame_shift - self._buffer_start
             segment = self._buffer[start: start + (count - 1) * f.frame_shift + f.frame_length]
-            blocks.append(f.block_features([(segment, count)]))
+            blocks.append(f.block_features([(segment, count)], self.divisors, self.floor))
             self.next_frame += count
         drop = self.next_frame * f.frame_shift - self._buffer_start
         if drop > 0:
@@ -121,27 +124,41 @@ def resampled(chunks: Iterable[torch.Tensor], sample_rate: float) -> Iterator[to
     yield resampler.flush()
 
 
-def stream_stats(frontend: FrameFrontend, chunks: Iterable[torch.Tensor], name: str) -> FeatureStats:
-    """First pass: the clip's exact per-channel statistics, without holding its features."""
-    stats, stream = FeatureStats(frontend.num_mel_bins), FeatureStream(frontend, name)
+def feature_stream(tokenizer, name: str, divisor: float | None) -> FeatureStream:
+    floor = None if tokenizer.relative_floor is None else tokenizer.relative_floor.floor
+    return FeatureStream(tokenizer.frontend, name, divisor, floor)
+
+
+def stream_stats(tokenizer, chunks: Iterable[torch.Tensor], name: str, divisor: float | None = None) -> FeatureStats:
+    """The statistics pass: the clip's exact per-channel statistics (over the frames the tokenizer's variant
+    counts), without holding its features. Equal to the one-shot statistics (exact, order-free sums)."""
+    stats, stream = FeatureStats(tokenizer.frontend.num_mel_bins), feature_stream(tokenizer, name, divisor)
+    everything = FeatureStats(tokenizer.frontend.num_mel_bins)  # for a clip where no frame passes the gate
+
+    def add(block):
+        block, mask = tokenizer.gated(block)
+        stats.update(block if mask is None else block[mask])
+        if mask is not None and stats.count == 0:
+            everything.update(block)
+
     for chunk in chunks:
         for block in stream.push(chunk):
-            stats.update(block)
+            add(block)
     for block in stream.finish():
-        stats.update(block)
-    return stats
+        add(block)
+    return stats if stats.count else everything
 
 
 class AudioTokenStream:
     """Push 16 kHz mono chunks, get (num_codebooks, t) tokens; the concatenation equals one-shot encoding."""
 
-    def __init__(self, tokenizer, stats: FeatureStats, name: str = "stream"):
+    def __init__(self, tokenizer, stats: FeatureStats, name: str = "stream", divisor: float | None = None):
         self.tokenizer, self.stats = tokenizer, stats
-        self.features = FeatureStream(tokenizer.frontend, name)
+        self.features = feature_stream(tokenizer, name, divisor)
 
     def _tokens(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         stack = self.tokenizer.stack
-        stacked = [stack_frames(self.stats.normalize(b), stack) for b in blocks]
+        stacked = [stack_frames(self.stats.normalize(self.tokenizer.gated(b)[0]), stack) for b in blocks]
         return self.tokenizer.quantize_stacked(stacked)
 
     def push(self, samples: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,12 @@ from .fbank import KaldiFbank
 from .features import FeatureStats, stack_frames
 from .frontend import BLOCK_FRAMES, FrameFrontend
 from .io import SAMPLE_RATE, audio_info, load_audio, prepare_waveform
+from .relative_floor import FRONTEND_DEFAULTS, LEGACY_VARIANT, VARIANT, PeakLevel, RelativeFloor, clip_level
 from .streaming import AudioTokenStream, mono_chunks, resampled, stream_stats
 from .whisper_mel import WhisperLogMel
 
 FRONTENDS = {"kaldi": KaldiFbank, "whisper": WhisperLogMel}
+VARIANTS = (VARIANT, LEGACY_VARIANT)  # the first is the default of new tokenizers
 CONFIG_FILE, TABLES_FILE = "config.json", "model.safetensors"
 PAD_ID = -1
 FORMAT = "mmtok.audio.bestrq"  # the saved folder's marker (folders saved before it carry "tokenizer": "best-rq")
@@ -47,7 +49,14 @@ class AudioTokenizer:
 
     def __init__(self, seed: int = 0, num_codebooks: int = 1, num_codes: int = 8192, code_dim: int = 16,
                  stack: int = 4, frontend: str = "kaldi", *, frontend_options: dict | None = None,
-                 stats: FeatureStats | None = None):
+                 stats: FeatureStats | None = None, frontend_variant: str = VARIANT,
+                 relative_floor: dict | None = None):
+        if frontend_variant not in VARIANTS:
+            raise ValueError(f"frontend_variant must be one of {VARIANTS}, got {frontend_variant!r}")
+        self.frontend_variant = frontend_variant
+        self.relative_floor = RelativeFloor.from_config(relative_floor) if frontend_variant == VARIANT else None
+        if self.relative_floor is not None:  # the variant's defaults; given options (a saved config) win
+            frontend_options = {**FRONTEND_DEFAULTS.get(frontend, {}), **(frontend_options or {})}
         if not isinstance(stack, int) or stack < 1 or BLOCK_FRAMES % stack:
             raise ValueError(f"stack must be a positive int dividing {BLOCK_FRAMES}, got {stack!r}")
         self.frontend = build_frontend(frontend, frontend_options)
@@ -104,8 +113,11 @@ class AudioTokenizer:
             "num_codes": self.num_codes, "code_dim": self.code_dim, "stack": self.stack,
             "sample_rate": SAMPLE_RATE, "frame_rate": self.frame_rate, "tokens_per_second": self.tokens_per_second,
             "frontend": self.frontend_name, "frontend_options": self.frontend.config(),
-            "normalization": {"per": "mel channel", "over": "valid frames of the utterance" if self.stats is None
-                              else "supplied statistics", "std": "unbiased", "std_epsilon": 1e-5,
+            "frontend_variant": self.frontend_variant,
+            **({"relative_floor": self.relative_floor.config()} if self.relative_floor is not None else {}),
+            "normalization": {"per": "mel channel", "over": "supplied statistics" if self.stats is not None else
+                              "valid frames of the utterance" if self.relative_floor is None else
+                              "frames of the utterance above the silence gate", "std": "unbiased", "std_epsilon": 1e-5,
                               "stats": None if self.stats is None else self.stats.to_dict()},
             "quantizer": {"projection": "xavier-uniform, no bias", "codebook": "standard normal, unit rows",
                           "metric": "cosine", "tables": TABLES_FILE},
@@ -114,7 +126,8 @@ class AudioTokenizer:
 
     def __repr__(self) -> str:
         return (f"AudioTokenizer(seed={self.seed}, num_codebooks={self.num_codebooks}, num_codes={self.num_codes}, "
-                f"code_dim={self.code_dim}, stack={self.stack}, frontend={self.frontend_name!r})")
+                f"code_dim={self.code_dim}, stack={self.stack}, frontend={self.frontend_name!r}, "
+                f"frontend_variant={self.frontend_variant!r})")
 
     # ---- the recipe ---------------------------------------------------------------------------
     def quantize_stacked(self, stacked: list[torch.Tensor]) -> torch.Tensor:
@@ -155,14 +168,53 @@ class AudioTokenizer:
             return FeatureStats.from_dict(stats)
         raise ValueError(f"stats must be None, a FeatureStats or a {{'mean', 'std'}} dict, got {type(stats).__name__}")
 
-    def _stats_for(self, features: torch.Tensor, stats) -> FeatureStats:
-        return self._fixed_stats(stats) or FeatureStats.from_features(features)
+    # ---- features -------------------------------------------------------------------------------
+    def divisor(self, level: float) -> float | None:
+        """What the relative floor divides a clip's mel power by, from its level (None for v1)."""
+        return None if self.relative_floor is None else self.relative_floor.divisor(self.frontend, level)
+
+    def clip_divisor(self, wav: torch.Tensor) -> float | None:
+        return None if self.relative_floor is None else self.divisor(clip_level(wav, self.frontend.frame_shift))
+
+    def level_meter(self) -> PeakLevel | None:
+        return None if self.relative_floor is None else PeakLevel(self.frontend.frame_shift)
+
+    def blocks_of(self, clips: list[torch.Tensor], names: list[str], divisors: list | None = None):
+        """Each clip's feature blocks, with the variant's floor (and silence gate) applied, and the
+        per-block masks of the frames the statistics are taken over (None: all of them)."""
+        if self.relative_floor is None:
+            return [[(b, None) for b in blocks] for blocks in self.frontend.clip_feature_blocks(clips, names)]
+        if divisors is None:
+            divisors = [self.clip_divisor(c) for c in clips]
+        out = self.frontend.clip_feature_blocks(clips, names, divisors, self.relative_floor.floor)
+        return [[self.gated(b) for b in blocks] for blocks in out]
+
+    def gated(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A feature block with silent frames set to the floor, and the mask of the other frames (v1: None)."""
+        if self.relative_floor is None:
+            return block, None
+        return block, self.relative_floor.gate_rows(self.frontend, block)
+
+    def stats_of(self, blocks, stats=None) -> FeatureStats:
+        """The statistics to normalise with: fixed ones, else those of the frames the masks select
+        (all frames when no frame is selected: a clip of silence)."""
+        fixed = self._fixed_stats(stats)
+        if fixed is not None:
+            return fixed
+        acc = FeatureStats(self.frontend.num_mel_bins)
+        for block, mask in blocks:
+            acc.update(block if mask is None else block[mask])
+        if acc.count == 0:
+            for block, _ in blocks:
+                acc.update(block)
+        return acc
 
     @torch.no_grad()
     def log_mel(self, waveform, sample_rate: int) -> torch.Tensor:
-        """The frontend's log-mel features (frames, mels) of one clip, before normalisation."""
+        """The frontend's log-mel features (frames, mels) of one clip (with the variant's floor and gate),
+        before normalisation."""
         wav = prepare_waveform(waveform, sample_rate, SAMPLE_RATE)
-        return self.frontend.clip_features([wav])[0]
+        return torch.cat([b for b, _ in self.blocks_of([wav], ["waveform"])[0]])
 
     @torch.no_grad()
     def encode(self, waveform, sample_rate: int, *, stats: FeatureStats | None = None,
@@ -172,13 +224,9 @@ class AudioTokenizer:
         T = (number of 10 ms frames) // stack; `stats` overrides per-utterance normalisation.
         """
         wav = prepare_waveform(waveform, sample_rate, SAMPLE_RATE, name=name)
-        blocks = self.frontend.clip_feature_blocks([wav], [name])[0]  # BLOCK_FRAMES rows each but the last
-        stats = self._fixed_stats(stats)
-        if stats is None:
-            stats = FeatureStats(self.frontend.num_mel_bins)
-            for block in blocks:
-                stats.update(block)
-        return self.quantize_stacked([stack_frames(stats.normalize(b), self.stack) for b in blocks])
+        blocks = self.blocks_of([wav], [name])[0]  # BLOCK_FRAMES rows each but the last
+        stats = self.stats_of(blocks, stats)
+        return self.quantize_stacked([stack_frames(stats.normalize(b), self.stack) for b, _ in blocks])
 
     @torch.no_grad()
     def encode_batch(self, waveforms, sample_rate: int, *, lengths=None, stats: FeatureStats | None = None
@@ -194,8 +242,10 @@ class AudioTokenizer:
             raise ValueError("encode_batch: waveforms is empty")
         names = [f"waveforms[{i}]" for i in range(len(waveforms))]
         clips = [prepare_waveform(w, sample_rate, SAMPLE_RATE, name=n) for w, n in zip(waveforms, names)]
-        features = self.frontend.clip_features(clips, names)
-        stacked = [stack_frames(self._stats_for(f, stats).normalize(f), self.stack) for f in features]
+        stacked = []
+        for blocks in self.blocks_of(clips, names):
+            clip_stats = self.stats_of(blocks, stats)
+            stacked.append(stack_frames(clip_stats.normalize(torch.cat([b for b, _ in blocks])), self.stack))
         tokens = self.quantize_stacked(stacked)
         counts = torch.tensor([s.shape[0] for s in stacked], dtype=torch.int64)
         out = torch.full((len(clips), self.num_codebooks, int(counts.max())), PAD_ID, dtype=torch.int64)
@@ -208,16 +258,26 @@ class AudioTokenizer:
                name: str = "stream") -> Iterator[torch.Tensor]:
         """Tokens (num_codebooks, t) per pushed chunk, with bounded memory; together equal to `encode`.
 
-        Statistics: `stats` (or the tokenizer's own) if given, in one pass. Otherwise the exact
-        per-utterance statistics from a first pass, which needs `chunks` to be re-iterable (a list,
-        or a callable returning a fresh iterator); the tokens then equal `encode` of the whole clip.
+        Statistics: `stats` (or the tokenizer's own) if given; otherwise the exact per-utterance
+        statistics from a first pass. The relative-floor variant also needs the clip's level first
+        (one more, cheap pass: samples only). Passes need `chunks` to be re-iterable (a list, or a
+        callable returning a fresh iterator); a v1 tokenizer with `stats` needs one pass only. The
+        tokens equal `encode` of the whole clip.
         """
         stats = self._fixed_stats(stats)
-        if stats is None:  # first pass: the exact statistics of the whole stream
-            source = _replayable(chunks, name)
-            stats = stream_stats(self.frontend, resampled(mono_chunks(source(), name), sample_rate), name)
+        passes = (self.relative_floor is not None) + (stats is None)
+        source = _replayable(chunks, name) if passes else None
+        divisor = None
+        if self.relative_floor is not None:  # the clip's level: samples only, no spectra
+            meter = self.level_meter()
+            for chunk in resampled(mono_chunks(source(), name), sample_rate):
+                meter.push(chunk)
+            divisor = self.divisor(meter.value())
+        if stats is None:  # the exact statistics of the whole stream
+            stats = stream_stats(self, resampled(mono_chunks(source(), name), sample_rate), name, divisor)
+        if source is not None:
             chunks = source()
-        tokens = AudioTokenStream(self, stats, name)
+        tokens = AudioTokenStream(self, stats, name, divisor)
         with torch.no_grad():
             for chunk in resampled(mono_chunks(chunks, name), sample_rate):
                 yield tokens.push(chunk)
@@ -269,7 +329,10 @@ class AudioTokenizer:
         tok = cls(seed=config["seed"], num_codebooks=config["num_codebooks"], num_codes=config["num_codes"],
                   code_dim=config["code_dim"], stack=config["stack"], frontend=config["frontend"],
                   frontend_options=config["frontend_options"],
-                  stats=FeatureStats.from_dict(stats) if stats else None)
+                  stats=FeatureStats.from_dict(stats) if stats else None,
+                  # folders saved before the variant existed (no key) used the absolute floor: keep their tokens
+                  frontend_variant=config.get("frontend_variant", LEGACY_VARIANT),
+                  relative_floor=config.get("relative_floor"))
         if saved.weights_path is not None:  # the saved tables win: tokens stay reproducible if torch's RNG changes
             expected = {"projection": tok.quantizer.projection, "codebook": tok.quantizer.codebook}
             check_state_dict(expected, saved.tensors, str(saved.weights_path))
@@ -283,6 +346,8 @@ def _replayable(chunks, name: str) -> Callable[[], Iterable] | None:
     if callable(chunks):
         return chunks
     if isinstance(chunks, (torch.Tensor,)) or iter(chunks) is chunks:
-        raise ValueError(f"{name}: per-utterance statistics need two passes over the audio: pass a list of chunks "
-                         f"or a callable returning a fresh iterator, or give stats= (FeatureStats.from_mean_std)")
+        raise ValueError(f"{name}: per-utterance statistics and the relative floor's level need passes over the "
+                         f"audio before the tokens (two or three): pass a list of chunks or a callable returning a "
+                         f"fresh iterator (a one-shot iterator works only for frontend_variant="
+                         f"{LEGACY_VARIANT!r} with stats=)")
     return lambda: chunks

@@ -73,10 +73,16 @@ class WhisperLogMel(FrameFrontend):
     def frame_inputs(self, segment: torch.Tensor, count: int, out: torch.Tensor, aux: torch.Tensor) -> None:
         torch.mul(segment.unfold(0, self.frame_length, self.frame_shift)[:count], self.window, out=out)
 
-    def features(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    def mel_power(self, frames: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         parts = torch.view_as_real(torch.fft.rfft(frames))
         power = torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
-        return self._mel_product(power).clamp_min_(self.log_floor).log10_()
+        return self._mel_product(power)
+
+    def log(self, power: torch.Tensor) -> torch.Tensor:
+        return power.log10_()
+
+    def mel_weights(self) -> torch.Tensor:
+        return self.mel_filters
 
     def __call__(self, waveform, lengths=None):
         feats, counts = super().__call__(waveform, lengths)

@@ -57,11 +57,11 @@ def parse_audio_spec(spec: str) -> dict:
                 kwargs[key] = int(value)
             except ValueError:
                 raise ValueError(f"audio tokenizer spec {spec!r}: {key} must be an int, got {value!r}") from None
-        elif key == "frontend":
+        elif key in ("frontend", "frontend_variant"):
             kwargs[key] = value
         else:
             raise ValueError(f"audio tokenizer spec {spec!r}: unknown option {key!r} "
-                             f"(known: {', '.join(_AUDIO_INT_OPTIONS + ('frontend',))})")
+                             f"(known: {', '.join(_AUDIO_INT_OPTIONS + ('frontend', 'frontend_variant'))})")
     return kwargs
 
 
