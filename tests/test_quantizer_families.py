@@ -93,7 +93,6 @@ def test_lfq_matches_vector_quantize_pytorch(vq132):
     torch.testing.assert_close(lfq.decode(out.indices), torch.from_numpy(vq132["lfq_quantized"]))
 
 
-@pytest.mark.xfail(strict=False, reason="tolerances being re-tuned after the cancellation-free entropy rewrite")
 @pytest.mark.parametrize("name,sub_tokens", [("plain", None), ("factorized", [4, 6])])
 def test_lfq_matches_open_magvit2(data_dir, name, sub_tokens):
     ref = np.load(data_dir / "quantizers" / "magvit2-lfq.npz")
@@ -108,7 +107,12 @@ def test_lfq_matches_open_magvit2(data_dir, name, sub_tokens):
     torch.testing.assert_close(out.stats["codebook_entropy"], torch.tensor(float(ref[f"{name}_codebook"])), rtol=2e-5, atol=1e-6)
     torch.testing.assert_close(out.loss, torch.tensor(float(ref[f"{name}_aux"])), rtol=1e-4, atol=1e-6)
     out.loss.backward()
-    torch.testing.assert_close(x.grad, torch.from_numpy(ref[f"{name}_grad"]), rtol=1e-3, atol=1e-7)
+    # upstream's own float64 run is the reference (ours in fp32 is within 1.2e-4 of its largest entry, 12x closer than
+    # upstream's fp32 run, whose entropy gradient rounds at up to 1.4e-3 of it); the fp32 run within that rounding
+    grad64 = torch.from_numpy(ref[f"{name}_grad64"])
+    torch.testing.assert_close(x.grad.double(), grad64, rtol=0, atol=2e-4 * float(grad64.abs().max()))
+    grad32 = torch.from_numpy(ref[f"{name}_grad"])
+    torch.testing.assert_close(x.grad, grad32, rtol=0, atol=2e-3 * float(grad32.abs().max()))
     torch.testing.assert_close(lfq.decode(out.indices), torch.from_numpy(ref[f"{name}_quantized"]))
 
 
