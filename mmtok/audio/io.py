@@ -6,13 +6,13 @@ message naming the file or argument) in one place.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 
 import numpy as np
 import soundfile
 import torch
 
+from ..paths import open_failure, regular_file
 from .resample import resample
 
 SAMPLE_RATE = 16000
@@ -77,7 +77,10 @@ def prepare_waveform(waveform, sample_rate, target_rate: int = SAMPLE_RATE, *, n
     return out.contiguous()
 
 
-def _open_error(path: pathlib.Path, exc: Exception) -> ValueError:
+def _open_error(path: pathlib.Path, exc: Exception) -> Exception:
+    os_reason = open_failure(path, "audio file")  # libsndfile says only "System error." for these
+    if os_reason is not None:
+        return PermissionError(os_reason) if "ermission" in os_reason else ValueError(os_reason)
     return ValueError(f"{path}: cannot read audio ({exc}); supported formats are those of libsndfile "
                       f"{soundfile.__libsndfile_version__}: {', '.join(sorted(soundfile.available_formats()))}")
 
@@ -92,13 +95,9 @@ def audio_info(path) -> soundfile._SoundFileInfo:
 
 
 def existing_file(path, what: str = "audio file") -> pathlib.Path:
-    """path as a Path, or FileNotFoundError / IsADirectoryError naming it and what was expected there."""
-    path = pathlib.Path(os.fspath(path))
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise IsADirectoryError(f"expected a{'n' if what[0] in 'aeiou' else ''} {what}, got a directory: {path}")
-    return path
+    """path as a Path when it is a readable regular file; otherwise the error of `mmtok.paths.regular_file`
+    (not found, directory, permission denied, symlink loop, device or FIFO), naming it and what was expected."""
+    return regular_file(path, what)
 
 
 def load_audio(path, sample_rate: int = SAMPLE_RATE, mono: bool = True) -> torch.Tensor:

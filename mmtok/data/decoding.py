@@ -19,6 +19,7 @@ import torch
 from PIL import Image as PILImage
 
 from ..audio.io import SAMPLE_RATE, load_audio, prepare_waveform
+from ..image.bitdepth import to_rgb
 from ..image.preprocess import preprocess
 from .items import AUDIO, CONVERSATION, IMAGE, INVALID, VIDEO, Item
 
@@ -140,7 +141,7 @@ def _image_source(item: Item):
         return item.source
     try:
         with PILImage.open(io.BytesIO(_member_bytes(item))) as img:
-            return img.convert("RGB")
+            return to_rgb(img, item.key)
     except OSError as exc:
         raise ValueError(f"{item.key}: not a readable image ({exc})") from exc
 

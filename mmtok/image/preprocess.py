@@ -18,20 +18,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..paths import regular_file
+from .bitdepth import to_rgb
+
 MODES = ("center_crop", "pad", "native")
 
 
 def open_image(item, index: int = 0) -> Image.Image:
-    """A PIL image or a path -> RGB PIL image; FileNotFoundError / ValueError naming the input."""
+    """A PIL image or a path -> 8-bit RGB PIL image (16-bit and float images scaled by their range, see
+    bitdepth); FileNotFoundError / ValueError (or the OSError of `mmtok.paths.regular_file`) naming the input."""
     if isinstance(item, Image.Image):
-        return item.convert("RGB") if item.mode != "RGB" else item
+        return item if item.mode == "RGB" else to_rgb(item, f"images[{index}]")
     if isinstance(item, (str, os.PathLike)):
-        path = os.fspath(item)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image not found: {path}")
+        path = os.fspath(regular_file(item, "image"))  # names a loop, a device, a FIFO, a permission problem
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
+                return to_rgb(img, path)
         except OSError as exc:
             raise ValueError(f"{path}: not a readable image ({exc})") from exc
     raise ValueError(f"images[{index}]: expected a PIL image or a path, got {type(item).__name__}")

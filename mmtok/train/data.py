@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..image.bitdepth import to_rgb
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -47,7 +49,7 @@ def load_photo(path: str, max_side: int) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img.draft("RGB", (max_side * 2, max_side * 2))  # JPEG: decode at a reduced size directly
-            img = img.convert("RGB")
+            img = to_rgb(img, path)
     except OSError as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from exc
     scale = max_side / min(img.size)

@@ -264,3 +264,95 @@ def test_21_float64_inputs_beyond_float64_range_are_refused_clearly():
     x = torch.randn(100, 4)
     c = torch.randn(16, 4)
     assert torch.equal(mmtok.nearest_code(x, c, backend="torch")[0], _float64_truth(x, c, "l2"))
+
+
+# ---------------------------------------------------------------------------------------------------- 6
+def _gradient(dtype, high):
+    import numpy as np
+
+    return np.linspace(0, high, 64 * 64).reshape(64, 64).astype(dtype)
+
+
+@pytest.mark.parametrize("name,dtype,high,divisor", [
+    ("grey16.png", "uint16", 65535, 257.0), ("grey16.tif", "uint16", 65535, 257.0),
+    ("float.tif", "float32", 1.0, 1 / 255.0), ("int32.tif", "int32", 2**31 - 1, (2**31 - 1) / 255.0)])
+def test_6_high_depth_images_keep_their_range(tmp_path, name, dtype, high, divisor):
+    """A full-range 16-bit / float / 32-bit gradient maps onto 0..255 in proportion (it was 99.7% white)."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from mmtok.image.preprocess import open_image, preprocess
+
+    array = _gradient(dtype, high)
+    path = tmp_path / name
+    PILImage.fromarray(array).save(path)
+    rgb = np.asarray(open_image(str(path)), dtype=np.float64)
+    expected = np.clip(np.rint(array.astype(np.float64) / divisor), 0, 255)
+    assert np.abs(rgb - expected[..., None]).max() <= 1
+    assert (rgb == 255).mean() < 0.01 and (rgb == 0).mean() < 0.01
+    pixels = preprocess([str(path)], size=64, mode="center_crop", factor=16)
+    assert float((pixels >= 1.0).float().mean()) < 0.01 and abs(float(pixels.mean())) < 0.05
+
+
+def test_6_float_or_signed_images_without_a_pixel_mapping_are_refused(tmp_path):
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from mmtok.image.preprocess import open_image
+
+    cases = {"hdr.tif": _gradient("float32", 40.0), "signed.tif": _gradient("int32", 1000) - 500,
+             "nan.tif": np.full((4, 4), np.nan, dtype=np.float32)}
+    for name, array in cases.items():
+        path = tmp_path / name
+        PILImage.fromarray(array).save(path)
+        with pytest.raises(ValueError, match=r"float image|signed 32-bit|NaN") as info:
+            open_image(str(path))
+        assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------- 23
+@pytest.fixture
+def odd_paths(tmp_path):
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    broken = tmp_path / "broken.wav"
+    broken.symlink_to(tmp_path / "gone.wav")
+    fifo = tmp_path / "x.wav"
+    os.mkfifo(fifo)
+    return {"symbolic link loop": str(loop), "character device": "/dev/zero", "a FIFO": str(fifo),
+            "broken symbolic link": str(broken)}
+
+
+def test_23_images_name_the_real_problem(odd_paths):
+    """A symlink loop, /dev/zero, a FIFO (which must not hang) and a broken link say what they are."""
+    from mmtok.image.preprocess import open_image
+
+    for problem, path in odd_paths.items():
+        with pytest.raises((ValueError, OSError)) as info:
+            open_image(path)
+        message = str(info.value)
+        assert problem in message and path in message, message
+        assert problem == "broken symbolic link" or "not found" not in message
+
+
+def test_23_audio_names_the_real_problem(odd_paths, tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile
+
+    from mmtok.audio.io import audio_info, load_audio
+
+    for problem, path in odd_paths.items():
+        for reader in (load_audio, audio_info):
+            with pytest.raises((ValueError, OSError)) as info:
+                reader(path)
+            assert problem in str(info.value) and path in str(info.value)
+    wav = tmp_path / "locked.wav"
+    soundfile.write(wav, np.zeros(1600, dtype=np.float32), 16000)
+    wav.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make the permission check see what a user would
+        import mmtok.paths
+
+        monkeypatch.setattr(mmtok.paths.os, "access", lambda *a, **k: False)
+    with pytest.raises(PermissionError, match="permission denied") as info:
+        load_audio(wav)
+    assert str(wav) in str(info.value) and "System error" not in str(info.value)
