@@ -139,8 +139,12 @@ class VARTokenizer:
     @property
     def code_spec(self) -> CodeSpec:
         f = self.downsample_factor
-        return CodeSpec("image", ("token",), (self.model.config.num_codes,), (f, f),
+        return CodeSpec("image", ("token",), (self.model.config.num_codes,), (f, f), image_size=self.image_size,
                         extra={"scales": [list(s) for s in self.scales], "order": "coarse-to-fine"})
+
+    def to(self, device) -> "VARTokenizer":
+        self.model.to(torch.device(device))
+        return self
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

@@ -18,6 +18,7 @@ FOLDER_CLASSES = {
     "mmtok.audio.bestrq": "mmtok.audio.tokenizer:AudioTokenizer",
     "mmtok.AudioCodec": "mmtok.audio.codec.model:AudioCodec",
     "mmtok.image.var": "mmtok.image.var:VARTokenizer",
+    "mmtok.image.emu35_ibq": "mmtok.image.emu35_ibq:Emu35IBQTokenizer",
     "mmtok.image.transformers_vq": "mmtok.image.transformers_vq:TransformersVQTokenizer",
     "mmtok.video.emu3": "mmtok.video.emu3.tokenizer:Emu3Tokenizer",
     "mmtok.image.diffusers_vq": "mmtok.image.diffusers_vq.tokenizer:DiffusersVQTokenizer",

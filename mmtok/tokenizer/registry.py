@@ -103,6 +103,12 @@ def _emu3(probe: Probe) -> bool:
         probe.model_type == "emu3" and isinstance((probe.config or {}).get("vq_config"), dict)))
 
 
+def _emu35_ibq(probe: Probe) -> bool:
+    """transformers' Apertus 1.5 / Emu3.5 IBQ vision tokenizer folder, or a whole Apertus 1.5 model folder."""
+    return probe.is_dir and (probe.model_type == "apertus1p5_vision_tokenizer" or (
+        probe.model_type == "apertus1p5" and isinstance((probe.config or {}).get("vision_config"), dict)))
+
+
 def _dac(probe: Probe) -> bool:
     if probe.is_dir or probe.suffix != ".pth":
         return False
@@ -153,6 +159,9 @@ LAYOUTS: list[Layout] = [
     Layout("emu3", "transformers Emu3VQVAE folder (config.json model_type 'emu3_vqgan'; or a full Emu3 model, "
            "model_type 'emu3' with vq_config): Emu3 video + image tokenizer", _emu3,
            "mmtok.video.emu3.loader:load_emu3"),
+    Layout("emu35-ibq", "transformers Apertus1p5VisionTokenizerModel folder (Emu3.5's IBQ encoder; model_type "
+           "'apertus1p5_vision_tokenizer', or a full Apertus 1.5 model): encode only",
+           _emu35_ibq, "mmtok.image.emu35_ibq:load_emu35_ibq"),
     Layout("diffusers-vq", "diffusers VQModel folder (aMUSEd, VQ-Diffusion, Kandinsky MoVQ): config.json with "
            "_class_name 'VQModel' + diffusion_pytorch_model.safetensors / .bin / sharded index",
            _diffusers_vq, "mmtok.image.diffusers_vq.tokenizer:load_diffusers_vq"),

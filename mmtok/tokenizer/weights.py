@@ -127,6 +127,38 @@ def read_sharded(index_path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_prefixed(path, prefix: str | None) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix` (prefix removed) of a weight file or sharded index, reading only the shards
+    that hold such keys: a sub-model (a VQ tokenizer inside a full multimodal LLM checkpoint) without loading
+    the language model. `prefix=None` reads everything."""
+    path = existing_path(path, "weights file")
+    if prefix is None:
+        return read_state_dict(path)
+    if path.name.endswith(".index.json"):
+        try:
+            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a checkpoint index with a 'weight_map' ({exc})") from None
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{path}: 'weight_map' must map tensor names to shard files")
+        wanted = sorted(k for k in weight_map if str(k).startswith(prefix))
+        if not wanted:
+            raise ValueError(f"{path}: no '{prefix}*' keys in the index")
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted({str(weight_map[k]) for k in wanted}):
+            if pathlib.Path(shard).is_absolute() or ".." in pathlib.Path(shard).parts:
+                raise ValueError(f"{path}: shard {shard!r} is not a file beside the index")
+            state.update(strip_prefix(read_state_dict(path.parent / shard), prefix))
+        missing = [k for k in wanted if k[len(prefix):] not in state]
+        if missing:
+            raise ValueError(f"{path}: keys listed in the index but absent from their shards: {listed(missing)}")
+        return state
+    inner = strip_prefix(read_state_dict(path), prefix)
+    if not inner:
+        raise ValueError(f"{path}: no '{prefix}*' keys")
+    return inner
+
+
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """The tensors of one weight file (or sharded index), by file name; ValueError naming the file otherwise."""
     path = existing_path(path, "weights file")
