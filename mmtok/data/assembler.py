@@ -43,9 +43,11 @@ class _Pending:
 class ShardAssembler:
     """Collects decoded items of one shard, runs the models in batches, and yields results by slot."""
 
-    def __init__(self, vocab, *, image_tokenizer=None, audio_tokenizer=None, batch_size: int = 32):
+    def __init__(self, vocab, *, image_tokenizer=None, audio_tokenizer=None, video_tokenizer=None,
+                 batch_size: int = 32):
         self.vocab = vocab
         self.image_tokenizer = image_tokenizer
+        self.video_tokenizer = video_tokenizer  # spatio-temporal: a video's frames are encoded as one clip
         self.audio_tokenizer = audio_tokenizer
         self.batch_size = max(1, int(batch_size))
         self.results: dict[int, SampleRecord | Failure] = {}
@@ -63,6 +65,8 @@ class ShardAssembler:
                 self._want_image(pending, "image", result.payload["pixels"])
             elif modality == AUDIO:
                 pending.codes["audio"] = result.payload["audio_codes"]
+            elif modality == VIDEO and self.video_tokenizer is not None:
+                self._encode_clip(pending)
             elif modality == VIDEO:
                 for n, frame in enumerate(result.payload["frames"]):
                     self._want_image(pending, n, frame)
@@ -81,6 +85,20 @@ class ShardAssembler:
             raise ValueError(f"{pending.work.item.key}: needs an image tokenizer (--image-tokenizer)")
         pending.waiting += 1
         self._images.setdefault(tuple(pixels.shape), []).append((pending, part, pixels))
+
+    def _encode_clip(self, pending: _Pending) -> None:
+        """A video through the spatio-temporal tokenizer: latent frames' codes and timestamps replace the
+        sampled frames' (the pixels are released once encoded)."""
+        from ..video.tokenizer import encode_frames_spatiotemporal
+
+        payload = pending.payload
+        frames = zip(payload["timestamps"], payload.pop("frames"))
+        stamps = []
+        for chunk_stamps, codes in encode_frames_spatiotemporal(self.video_tokenizer, frames, self.batch_size):
+            for stamp, grid in zip(chunk_stamps.tolist(), codes):
+                pending.codes[len(stamps)] = grid
+                stamps.append(stamp)
+        payload["timestamps"] = stamps
 
     # ---- model calls -----------------------------------------------------------------------------
     def _flush(self, final: bool) -> None:

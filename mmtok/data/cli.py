@@ -13,8 +13,11 @@ def register(subparsers) -> None:
                     "(RANK / WORLD_SIZE) every rank writes its own shards.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, .jsonl/.json manifest, Qwen-VL .json, or .tar")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--image-tokenizer", help="ImageTokenizer save_pretrained folder, or a LlamaGen .pt / taming .ckpt")
+    p.add_argument("--image-tokenizer", help="an image tokenizer: anything mmtok.load reads (mmtok folder, taming "
+                                             ".ckpt, LlamaGen .pt, transformers / diffusers folder; docs/tokenizer-zoo.md)")
     p.add_argument("--image-tokenizer-config", help="config of a checkpoint given to --image-tokenizer")
+    p.add_argument("--video-tokenizer", help="a spatio-temporal video tokenizer (codes (t, h, w), e.g. Emu3) for the "
+                                             "videos, anything mmtok.load reads; its latent frames share the image range")
     p.add_argument("--audio-tokenizer", help="AudioTokenizer save_pretrained folder, or a spec like 'bestrq:seed=0'")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per tokenizer call (default 32)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding files (default 2)")
@@ -42,7 +45,7 @@ def register(subparsers) -> None:
 
 def _tokenize(args: argparse.Namespace) -> int:
     from .pipeline import tokenize_dataset
-    from .tokenizers import load_audio_tokenizer, load_image_tokenizer
+    from .tokenizers import load_audio_tokenizer, load_image_tokenizer, load_video_tokenizer
 
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank
@@ -50,9 +53,11 @@ def _tokenize(args: argparse.Namespace) -> int:
     try:
         image_tok = (load_image_tokenizer(args.image_tokenizer, config_path=args.image_tokenizer_config,
                                           device=device) if args.image_tokenizer else None)
+        video_tok = load_video_tokenizer(args.video_tokenizer, device=device) if args.video_tokenizer else None
         audio_tok = load_audio_tokenizer(args.audio_tokenizer) if args.audio_tokenizer else None
         summary = tokenize_dataset(
-            args.inputs, args.out, image_tokenizer=image_tok, audio_tokenizer=audio_tok, batch_size=args.batch_size,
+            args.inputs, args.out, image_tokenizer=image_tok, audio_tokenizer=audio_tok, video_tokenizer=video_tok,
+            batch_size=args.batch_size,
             workers=args.workers, shard_size=args.shard_size, image_size=args.image_size, image_mode=args.image_mode,
             video_fps=args.video_fps, video_max_frames=args.video_max_frames, max_grid=args.max_grid,
             retry_failures=args.retry_failures, rank=args.rank, world_size=args.world_size,

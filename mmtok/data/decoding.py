@@ -181,12 +181,14 @@ def _video(item: Item, options: DecodeOptions) -> dict:
 
 def video_frames(path, video_tok, options: DecodeOptions) -> dict:
     """Sampled frames as tokenizer inputs (N, 3, S, S) with timestamps, plus the audio track's codes,
-    the same frames and pixels VideoTokenizer.encode would feed the image tokenizer."""
+    the same frames and pixels VideoTokenizer.encode would feed the image (or video) tokenizer."""
+    from ..video.tokenizer import audio_kind_of
+
     stamps, pixels = [], []
     for sampled in video_tok.sample(path):
         stamps.append(sampled.timestamp)
         if video_tok.mode == "center_crop":
-            rgb = torch.from_numpy(np.ascontiguousarray(video_tok._square_rgb(sampled.frame)))
+            rgb = torch.from_numpy(np.ascontiguousarray(video_tok.square_rgb(sampled.frame)))
             pixels.append(rgb.permute(2, 0, 1).float().div_(127.5).sub_(1.0))
         else:
             frame_options = DecodeOptions(video_tok.size, video_tok.mode, options.downsample_factor)
@@ -198,7 +200,7 @@ def video_frames(path, video_tok, options: DecodeOptions) -> dict:
     audio_codes, audio_kind = None, None
     if video_tok.audio_tokenizer is not None and probe(path).has_audio:
         audio_codes = video_tok.encode_audio(path)
-        audio_kind = "audio_codec" if hasattr(video_tok.audio_tokenizer, "codebook_size") else "audio"
+        audio_kind = audio_kind_of(video_tok.audio_tokenizer)
     return {"frames": pixels, "timestamps": stamps, "audio_codes": audio_codes, "audio_kind": audio_kind}
 
 

@@ -19,6 +19,7 @@ import torch
 
 from .. import __version__
 from ..stream.vocabulary import Vocabulary
+from ..tokenizer.protocol import code_spec_of
 from . import manifest as mf
 from .assembler import SampleRecord, ShardAssembler
 from .decoding import DecodeOptions, DecodingDataset, Failure, Work, WorkerBatch
@@ -77,15 +78,16 @@ class _KillHook:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
-def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=None, batch_size: int = 32,
+def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=None, video_tokenizer=None,
+                     batch_size: int = 32,
                      workers: int = 2, shard_size: int = 1000, image_size: int | None = None,
                      image_mode: str = "center_crop", video_fps: float | None = 1.0,
                      video_max_frames: int | None = None, max_grid: int = 64, retry_failures: bool = False,
                      rank: int | None = None, world_size: int | None = None, progress: bool = True) -> Summary:
     """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md."""
     start = time.perf_counter()
-    if image_tokenizer is None and audio_tokenizer is None:
-        raise ValueError("give an image tokenizer and/or an audio tokenizer")
+    if image_tokenizer is None and audio_tokenizer is None and video_tokenizer is None:
+        raise ValueError("give an image, video and/or audio tokenizer")
     if shard_size < 1 or batch_size < 1 or workers < 0:
         raise ValueError(f"shard_size and batch_size must be >= 1 and workers >= 0, got {shard_size}, "
                          f"{batch_size}, {workers}")
@@ -94,13 +96,16 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     absolute = [os.path.abspath(os.fspath(p)) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     items = discover(absolute)
     vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
+                                       video_tokenizer=video_tokenizer,
                                        max_grid=max_grid)
     dtype = token_dtype(len(vocab))
-    if image_tokenizer is not None and image_mode != "native" and image_size is None:
-        image_size = int(image_tokenizer.image_size)
+    requested_size = image_size
+    image_spec = code_spec_of(image_tokenizer, "image_tokenizer") if image_tokenizer is not None else None
+    if image_spec is not None and image_mode != "native" and image_size is None:
+        image_size = image_spec.image_size
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizers = {}
-    for name, tok in (("image", image_tokenizer), ("audio", audio_tokenizer)):
+    for name, tok in (("image", image_tokenizer), ("audio", audio_tokenizer), ("video", video_tokenizer)):
         if tok is not None:
             tokenizers[name] = describe(tok, save_copy(tok, out_dir, name))
     total_shards = mf.num_shards(len(items), shard_size)
@@ -132,22 +137,26 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
             works += [Work(shard, slot, items[i]) for slot, i in enumerate(slots)]
 
     video_tok = None
-    if image_tokenizer is not None:
+    frame_tokenizer = video_tokenizer if video_tokenizer is not None else image_tokenizer
+    if frame_tokenizer is not None:
         from ..video import VideoTokenizer
 
         # the audio track gets its own copy of the audio tokenizer: it runs under inference_mode, the clips
         # under no_grad, and AudioTokenizer's reusable buffers must not be shared between the two modes
         track_tokenizer = copy.deepcopy(audio_tokenizer) if audio_tokenizer is not None else None
-        video_tok = VideoTokenizer(image_tokenizer, audio_tokenizer=track_tokenizer, fps=video_fps,
-                                   max_frames=video_max_frames, size=image_size, mode=image_mode,
+        video_tok = VideoTokenizer(frame_tokenizer, audio_tokenizer=track_tokenizer, fps=video_fps,
+                                   max_frames=video_max_frames,
+                                   size=image_size if video_tokenizer is None else requested_size,
+                                   mode=image_mode,
                                    batch_size=batch_size)
     options = DecodeOptions(image_size=image_size, image_mode=image_mode,
-                            downsample_factor=int(image_tokenizer.downsample_factor) if image_tokenizer else 1,
+                            downsample_factor=image_spec.spatial_downsample if image_spec is not None else 1,
                             video_tokenizer=video_tok, audio_tokenizer=audio_tokenizer)
     summary = Summary(rank, world_size, len(items), total_shards, done_before, 0, 0, 0, 0, 0, 0.0)
     if works:  # the manifest describes finished runs only: never leave a stale one next to shards being rewritten
         (out_dir / mf.MANIFEST_FILE).unlink(missing_ok=True)
-    _run(works, carried, options, out_dir, vocab, dtype, image_tokenizer, audio_tokenizer, batch_size, workers,
+    _run(works, carried, options, out_dir, vocab, dtype, (image_tokenizer, video_tokenizer), audio_tokenizer,
+         batch_size, workers,
          summary, progress)
     if not mf.missing_shards(out_dir, plan):
         summary.manifest = mf.merge_manifests(out_dir)
@@ -155,7 +164,7 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     return summary
 
 
-def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizer, audio_tokenizer, batch_size, workers,
+def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer, batch_size, workers,
          summary: Summary, progress: bool) -> None:
     from tqdm import tqdm
 
@@ -176,7 +185,8 @@ def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizer, audio_
             for result in batch:
                 shard = result.work.shard
                 assembler = assemblers.setdefault(shard, ShardAssembler(
-                    vocab, image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, batch_size=batch_size))
+                    vocab, image_tokenizer=image_tokenizers[0], video_tokenizer=image_tokenizers[1],
+                    audio_tokenizer=audio_tokenizer, batch_size=batch_size))
                 assembler.add(result)
                 summary.processed += 1
                 kill("samples")

@@ -117,15 +117,18 @@ class TokenShards(torch.utils.data.Dataset):
             from .tokenizers import tokenizer_hash
 
             vocab = Vocabulary.from_dict(self.manifest["vocabulary"], source=str(self.directory / "manifest.json"))
-            entry = self.manifest["tokenizers"].get("image")
-            if image_tokenizer is None and entry is not None:
-                from ..image import ImageTokenizer
+            tokenizers = {"image": image_tokenizer, "video": None}
+            for name in tokenizers:
+                entry = self.manifest["tokenizers"].get(name)
+                if tokenizers[name] is None and entry is not None:
+                    from ..tokenizer import load
 
-                image_tokenizer = ImageTokenizer.from_pretrained(self.directory / entry["path"])
-            if entry is not None and tokenizer_hash(image_tokenizer) != entry["hash"]:
-                raise ValueError(f"{self.directory}: the image tokenizer does not match the one that made the "
-                                 f"tokens (hash {entry['hash'][:16]}...)")
-            self._stream = TokenStream(vocab, image_tokenizer=image_tokenizer)
+                    tokenizers[name] = load(self.directory / entry["path"], format="mmtok")
+                if entry is not None and tokenizer_hash(tokenizers[name]) != entry["hash"]:
+                    raise ValueError(f"{self.directory}: the {name} tokenizer does not match the one that made the "
+                                     f"tokens (hash {entry['hash'][:16]}...)")
+            self._stream = TokenStream(vocab, image_tokenizer=tokenizers["image"],
+                                       video_tokenizer=tokenizers["video"])
         return self._stream
 
     def segments(self, i: int, *, decode_images: bool = False):
@@ -141,7 +144,7 @@ class TokenShards(torch.utils.data.Dataset):
         out = []
         for segment in self.segments(i, decode_images=True):
             if isinstance(segment, Video):
-                out += [frame.pixels for frame in segment.frames]
+                out += list(segment.pixels) if segment.pixels is not None else [f.pixels for f in segment.frames]
             elif isinstance(segment, Image):
                 out.append(segment.pixels)
         return out

@@ -1,8 +1,8 @@
 """Load the tokenizers a run names on the command line, fingerprint them, and keep a copy with the output.
 
-The image tokenizer comes from a `save_pretrained` folder or (a convenience) a LlamaGen `.pt` /
-taming `.ckpt` checkpoint; the BEST-RQ audio tokenizer from a folder or a spec such as
-`bestrq:seed=0,num_codebooks=2` (it is fully defined by its config). The hash of each tokenizer (its
+The image (and spatio-temporal video) tokenizer is anything `mmtok.load` reads (an mmtok folder, a taming
+`.ckpt`, a LlamaGen `.pt`, a Hugging Face / diffusers folder, ...); the BEST-RQ audio tokenizer a folder or a
+spec such as `bestrq:seed=0,num_codebooks=2` (it is fully defined by its config). The hash of each tokenizer (its
 config and weights) goes into the run plan, so a resumed run refuses different tokenizers.
 """
 from __future__ import annotations
@@ -19,26 +19,27 @@ AUDIO_SPEC_PREFIX = "bestrq"
 _AUDIO_INT_OPTIONS = ("seed", "num_codebooks", "num_codes", "code_dim", "stack")
 
 
-def load_image_tokenizer(path, *, config_path=None, device=None):
-    """A save_pretrained folder, a LlamaGen checkpoint (.pt/.pth, optional JSON config) or a taming
-    checkpoint (.ckpt with its yaml: `config_path`, or the only .yaml next to it)."""
-    from ..image import ImageTokenizer
+def load_image_tokenizer(path, *, config_path=None, device=None, format=None, **options):
+    """Anything `mmtok.load` reads, checked to be an image tokenizer (`config_path`: the yaml / JSON config of
+    a taming / LlamaGen checkpoint when it is not the only one beside it)."""
+    return _load_checked(path, "image", "--image-tokenizer", config_path=config_path, device=device,
+                         format=format, **options)
 
-    path = pathlib.Path(os.fspath(path))
-    if path.is_dir():
-        tok = ImageTokenizer.from_pretrained(path)
-    elif not path.is_file():
-        raise FileNotFoundError(f"image tokenizer not found: {path}")
-    elif path.suffix == ".ckpt":
-        if config_path is None:
-            yamls = sorted(path.parent.glob("*.yaml"))
-            if len(yamls) != 1:
-                raise ValueError(f"{path}: a taming checkpoint needs its yaml config (--image-tokenizer-config)")
-            config_path = yamls[0]
-        tok = ImageTokenizer.from_taming(path, config_path)
-    else:
-        tok = ImageTokenizer.from_llamagen(path, config_path=config_path)
-    return tok.to(device) if device is not None else tok
+
+def load_video_tokenizer(path, *, device=None, format=None, **options):
+    """Anything `mmtok.load` reads, checked to be a spatio-temporal video tokenizer (codes (B, t, h, w))."""
+    return _load_checked(path, "video", "--video-tokenizer", device=device, format=format, **options)
+
+
+def _load_checked(path, modality: str, name: str, *, config_path=None, device=None, format=None, **options):
+    from ..tokenizer import load
+    from ..tokenizer.protocol import expect_modality
+
+    if config_path is not None:
+        options["config_path"] = config_path
+    tokenizer = load(path, format=format, device=device, **options)
+    expect_modality(tokenizer, modality, f"{name} {path}")
+    return tokenizer
 
 
 def parse_audio_spec(spec: str) -> dict:
@@ -68,23 +69,25 @@ def parse_audio_spec(spec: str) -> dict:
 def load_audio_tokenizer(spec):
     """An AudioTokenizer save_pretrained folder, or a 'bestrq:...' spec."""
     from ..audio.tokenizer import AudioTokenizer
+    from ..tokenizer import load
+    from ..tokenizer.protocol import expect_modality
 
     if isinstance(spec, (str, os.PathLike)) and os.path.isdir(os.fspath(spec)):
-        return AudioTokenizer.from_pretrained(spec)
+        tokenizer = load(spec)
+        expect_modality(tokenizer, "audio", f"--audio-tokenizer {spec}", decodable=False)
+        return tokenizer
     if os.path.exists(os.fspath(spec)):
         raise ValueError(f"audio tokenizer {spec}: expected a save_pretrained folder (config.json + model.safetensors)")
     return AudioTokenizer(**parse_audio_spec(str(spec)))
 
 
 def tensors_of(tokenizer) -> dict[str, torch.Tensor]:
-    """The tensors that decide a tokenizer's output."""
-    if hasattr(tokenizer, "model"):
-        return tokenizer.model.state_dict()
-    if hasattr(tokenizer, "quantizer"):
-        return tokenizer.quantizer.state_dict()
-    if isinstance(tokenizer, torch.nn.Module):
-        return tokenizer.state_dict()
-    return {}
+    """The tensors that decide a tokenizer's output: its protocol `state_dict()` (for the shipped families the
+    same tensors, under the same names, as the hash of earlier mmtok versions covered)."""
+    from ..tokenizer.protocol import code_spec_of
+
+    code_spec_of(tokenizer)
+    return tokenizer.state_dict()
 
 
 def tokenizer_hash(tokenizer) -> str:

@@ -227,7 +227,7 @@ class TransformersVQTokenizer(ImageTokenizer):
     @property
     def code_spec(self) -> CodeSpec:
         f = self.downsample_factor
-        return CodeSpec("image", ("height", "width"), (self.num_codes,), (f, f))
+        return CodeSpec("image", ("h", "w"), (self.num_codes,), (f, f), image_size=self.image_size)
 
     @property
     def config(self) -> dict:

@@ -10,9 +10,13 @@ import json
 import pathlib
 
 
-def _add_tokenizer_options(parser: argparse.ArgumentParser, *, audio: bool) -> None:
-    parser.add_argument("--image-tokenizer", required=True, type=pathlib.Path,
-                        help="ImageTokenizer directory (config.json + model.safetensors, from save_pretrained)")
+def _add_tokenizer_options(parser: argparse.ArgumentParser, *, audio: bool, video: bool = False) -> None:
+    parser.add_argument("--image-tokenizer", required=not video, type=pathlib.Path,
+                        help="an image tokenizer: anything mmtok.load reads (docs/tokenizer-zoo.md)")
+    if video:
+        parser.add_argument("--video-tokenizer", type=pathlib.Path,
+                            help="a spatio-temporal video tokenizer (codes (t, h, w), e.g. Emu3), anything mmtok.load "
+                                 "reads, instead of per-frame image codes")
     if audio:
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--audio-tokenizer", type=pathlib.Path, help="AudioTokenizer directory (BEST-RQ)")
@@ -24,22 +28,33 @@ def _add_tokenizer_options(parser: argparse.ArgumentParser, *, audio: bool) -> N
 
 
 def _build_stream(args):
-    from mmtok.image import ImageTokenizer
+    from mmtok.tokenizer import load
+    from mmtok.tokenizer.protocol import expect_modality
 
     from .token_stream import TokenStream
 
-    image = ImageTokenizer.from_pretrained(args.image_tokenizer)
+    def checked(path, modality, name, decodable=None):
+        tokenizer = load(path)
+        expect_modality(tokenizer, modality, f"{name} {path}", decodable=decodable)
+        return tokenizer
+
+    if args.image_tokenizer is None and getattr(args, "video_tokenizer", None) is None:
+        raise ValueError("give --image-tokenizer or --video-tokenizer")
+    image = checked(args.image_tokenizer, "image", "--image-tokenizer") if args.image_tokenizer else None
+    video = None
+    if getattr(args, "video_tokenizer", None) is not None:
+        video = checked(args.video_tokenizer, "video", "--video-tokenizer")
     audio = codec = None
     if getattr(args, "audio_tokenizer", None) is not None or getattr(args, "best_rq", False):
         from mmtok.audio import AudioTokenizer
 
-        audio = AudioTokenizer.from_pretrained(args.audio_tokenizer) if args.audio_tokenizer else AudioTokenizer()
+        audio = (checked(args.audio_tokenizer, "audio", "--audio-tokenizer", decodable=False)
+                 if args.audio_tokenizer else AudioTokenizer())
     elif getattr(args, "audio_codec", None) is not None:
-        from mmtok.audio.codec import AudioCodec
-
-        codec = AudioCodec.from_pretrained(args.audio_codec)
+        codec = checked(args.audio_codec, "audio", "--audio-codec", decodable=True)
     stream = TokenStream.from_tokenizers(image_tokenizer=image, audio_tokenizer=audio, audio_codec=codec,
-                                         max_grid=args.max_grid, end_of_row=not args.no_end_of_row)
+                                         video_tokenizer=video, max_grid=args.max_grid,
+                                         end_of_row=not args.no_end_of_row)
     return stream, audio or codec
 
 
@@ -58,7 +73,8 @@ def _video_tokens(args) -> int:
     from .segments import Video
 
     stream, audio = _build_stream(args)
-    video = VideoTokenizer(stream.image_tokenizer, audio, fps=None if args.every_frame else args.fps,
+    frames_tokenizer = stream.video_tokenizer if stream.video_tokenizer is not None else stream.image_tokenizer
+    video = VideoTokenizer(frames_tokenizer, audio, fps=None if args.every_frame else args.fps,
                            max_frames=args.max_frames, num_frames=args.num_frames, keyframes=args.keyframes,
                            size=args.size, batch_size=args.batch_size)
     rows = []
@@ -83,7 +99,7 @@ def _qwen_vl_tokens(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("video-tokens", help="videos -> interleaved token streams (frames + audio track)")
     p.add_argument("videos", nargs="+", type=pathlib.Path)
-    _add_tokenizer_options(p, audio=True)
+    _add_tokenizer_options(p, audio=True, video=True)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument("--every-frame", action="store_true", help="sample every frame (full frame rate)")
     p.add_argument("--num-frames", type=int, help="this many frames spread uniformly instead of --fps")

@@ -109,10 +109,13 @@ class AudioCodec(_AudioBase):
 
 @dataclass(eq=False)
 class Video:
-    """Sampled frames (each with its timestamp) and the optional audio track."""
+    """Sampled frames (each with its timestamp) and the optional audio track. With a spatio-temporal video
+    tokenizer the frames are its latent frames (timestamp: the first input frame each covers), and decoding
+    fills `pixels` (T, 3, H, W) for the whole clip instead of each frame's."""
 
     frames: list = field(default_factory=list)
     audio: Audio | AudioCodec | None = None
+    pixels: torch.Tensor | None = None
 
     @classmethod
     def from_tokens(cls, tokens) -> "Video":

@@ -10,7 +10,7 @@ from .decoder import DecodedSegments, decode_ids
 from .encoder import encode_segments
 from .errors import VocabularyMismatchError
 from .segments import Audio, AudioCodec, Image, Video
-from .vocabulary import Vocabulary
+from .vocabulary import Vocabulary, codebook_shapes
 
 DECODE_BATCH = 16  # images decoded to pixels per tokenizer call (bounds memory for long videos)
 
@@ -26,25 +26,32 @@ class TokenIds(list):
 class TokenStream:
     """Builds `<bos> text <image> codes </image> ... <eos>` sequences and takes generated ones apart.
 
-    The tokenizers are optional: they are needed only to tokenize segments given as sources (image
-    paths / pixels, waveforms) and to decode codes back to pixels or audio.
+    The tokenizers (any of the Tokenizer protocol, `mmtok.tokenizer`) are optional: they are needed only to
+    tokenize segments given as sources (image paths / pixels, waveforms) and to decode codes back to pixels or
+    audio. A spatio-temporal `video_tokenizer` (codes (B, t, h, w)) shares the image range: its latent frames
+    are the Frames of a Video segment, and decode_images turns a whole Video's frames back into `Video.pixels`.
     """
 
-    def __init__(self, vocabulary: Vocabulary, *, image_tokenizer=None, audio_tokenizer=None, audio_codec=None):
+    def __init__(self, vocabulary: Vocabulary, *, image_tokenizer=None, audio_tokenizer=None, audio_codec=None,
+                 video_tokenizer=None):
         self.vocab = vocabulary
         self.image_tokenizer = image_tokenizer
         self.audio_tokenizer = audio_tokenizer
         self.audio_codec = audio_codec
-        _check_fits(vocabulary, "image", image_tokenizer, lambda t: (1, int(t.num_codes)))
-        _check_fits(vocabulary, "audio", audio_tokenizer, lambda t: (int(t.num_codebooks), int(t.num_codes)))
-        _check_fits(vocabulary, "audio_codec", audio_codec, lambda t: (int(t.n_codebooks), int(t.codebook_size)))
+        self.video_tokenizer = video_tokenizer
+        for name, tokenizer in (("image_tokenizer", image_tokenizer), ("video_tokenizer", video_tokenizer),
+                                ("audio_tokenizer", audio_tokenizer), ("audio_codec", audio_codec)):
+            if tokenizer is not None:
+                _check_fits(vocabulary, name, tokenizer)
 
     @classmethod
     def from_tokenizers(cls, text_tokenizer: Any = None, *, image_tokenizer=None, audio_tokenizer=None,
-                        audio_codec=None, **vocab_options) -> "TokenStream":
+                        audio_codec=None, video_tokenizer=None, **vocab_options) -> "TokenStream":
         vocab = Vocabulary.from_tokenizers(text_tokenizer, image_tokenizer=image_tokenizer,
-                                           audio_tokenizer=audio_tokenizer, audio_codec=audio_codec, **vocab_options)
-        return cls(vocab, image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, audio_codec=audio_codec)
+                                           audio_tokenizer=audio_tokenizer, audio_codec=audio_codec,
+                                           video_tokenizer=video_tokenizer, **vocab_options)
+        return cls(vocab, image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, audio_codec=audio_codec,
+                   video_tokenizer=video_tokenizer)
 
     @property
     def vocab_hash(self) -> str:
@@ -107,7 +114,15 @@ class TokenStream:
         return segments
 
     def _decode_pixels(self, segments) -> None:
-        images = [s for s in _walk(segments) if isinstance(s, Image)]
+        if self.video_tokenizer is not None:
+            videos = [s for s in segments if isinstance(s, Video) and s.frames]
+            with torch.no_grad():
+                for video in videos:
+                    codes = torch.stack([frame.codes for frame in video.frames]).unsqueeze(0)
+                    video.pixels = self.video_tokenizer.decode(codes)[0]
+            images = [s for s in segments if isinstance(s, Image)]  # latent frames are decoded with their video
+        else:
+            images = [s for s in _walk(segments) if isinstance(s, Image)]
         if not images:
             return
         if self.image_tokenizer is None:
@@ -152,14 +167,17 @@ def _walk(segments):
                 yield segment.audio
 
 
-def _check_fits(vocab: Vocabulary, modality: str, tokenizer, shape_of) -> None:
-    if tokenizer is None:
-        return
+def _check_fits(vocab: Vocabulary, name: str, tokenizer) -> None:
+    """The tokenizer's codes (its code_spec) fill exactly the vocabulary range they are laid out in."""
+    shapes = codebook_shapes(**{name: tokenizer})
+    modality = {"image_tokenizer": "image", "video_tokenizer": "image", "audio_tokenizer": "audio",
+                "audio_codec": "audio_codec"}[name]
+    want = shapes["image_codes"] if modality == "image" else shapes[modality]
+    want = (1, want) if modality == "image" else want
     if modality not in vocab.ranges:
-        raise ValueError(f"a {modality} tokenizer was given but the vocabulary has no {modality!r} codes")
+        raise ValueError(f"a {name} was given but the vocabulary has no {modality!r} codes")
     ranges = vocab.ranges[modality]
     have = (len(ranges), ranges[0].size)
-    want = shape_of(tokenizer)
-    if have != want:
-        raise VocabularyMismatchError(f"{modality} tokenizer has {want[0]}x{want[1]} codes but the vocabulary"
+    if have != tuple(want):
+        raise VocabularyMismatchError(f"{name.replace('_', ' ')} has {want[0]}x{want[1]} codes but the vocabulary"
                                       f" reserves {have[0]}x{have[1]}")

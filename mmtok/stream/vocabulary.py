@@ -87,17 +87,14 @@ class Vocabulary:
 
     @classmethod
     def from_tokenizers(cls, text_tokenizer: Any = None, *, image_tokenizer=None, audio_tokenizer=None,
-                        audio_codec=None, **options) -> "Vocabulary":
-        """Take the code counts from tokenizer objects (ImageTokenizer, AudioTokenizer, AudioCodec)."""
-        return cls(
-            text_tokenizer,
-            image_codes=None if image_tokenizer is None else int(image_tokenizer.num_codes),
-            audio=None if audio_tokenizer is None else (int(audio_tokenizer.num_codebooks),
-                                                        int(audio_tokenizer.num_codes)),
-            audio_codec=None if audio_codec is None else (int(audio_codec.n_codebooks),
-                                                          int(audio_codec.codebook_size)),
-            **options,
-        )
+                        audio_codec=None, video_tokenizer=None, **options) -> "Vocabulary":
+        """Take the code counts from tokenizers through the Tokenizer protocol (their `code_spec`): the
+        "image" range from an image tokenizer and/or a spatio-temporal video tokenizer (whose latent frames are
+        image grids; given both, they must share one codebook size), "audio" from a non-decodable audio
+        tokenizer (BEST-RQ), "audio_codec" from a decodable one (a codec)."""
+        return cls(text_tokenizer, **codebook_shapes(image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
+                                                     audio_codec=audio_codec, video_tokenizer=video_tokenizer),
+                   **options)
 
     # ---- lookups -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -243,6 +240,37 @@ class Vocabulary:
         parts = [f"text={self.text.size}", f"special={len(self.special_names)}", f"max_grid={self.max_grid}"]
         parts += [f"{m}={len(r)}x{r[0].size}" for m, r in self.ranges.items()]
         return f"Vocabulary({', '.join(parts)}, size={self.size}, hash={self.hash[:12]})"
+
+
+def codebook_shapes(*, image_tokenizer=None, audio_tokenizer=None, audio_codec=None, video_tokenizer=None) -> dict:
+    """The Vocabulary arguments (image_codes, audio, audio_codec) the given tokenizers need, read from their
+    code_spec; ValueError naming the argument for a tokenizer of the wrong kind."""
+    from ..tokenizer.protocol import expect_modality
+
+    image_codes = None
+    for name, tok, modality in (("image_tokenizer", image_tokenizer, "image"),
+                                ("video_tokenizer", video_tokenizer, "video")):
+        if tok is None:
+            continue
+        spec = expect_modality(tok, modality, name)
+        if spec.num_codebooks != 1 or spec.grid_axes[-2:] != ("h", "w"):
+            raise ValueError(f"{name}: the stream lays out one codebook of (h, w) grids; "
+                             f"{type(tok).__name__} has codes {spec.axes} with {spec.num_codebooks} codebooks")
+        if image_codes is not None and image_codes != spec.codebook_size:
+            raise ValueError(f"video_tokenizer: its {spec.codebook_size} codes and the image tokenizer's "
+                             f"{image_codes} would share the vocabulary's image range; use tokenizers with one "
+                             f"codebook (e.g. the video tokenizer's own image mode)")
+        image_codes = spec.codebook_size
+    shapes = {"image_codes": image_codes}
+    for name, tok, decodable in (("audio_tokenizer", audio_tokenizer, False), ("audio_codec", audio_codec, True)):
+        shapes[name.replace("_tokenizer", "")] = None
+        if tok is None:
+            continue
+        spec = expect_modality(tok, "audio", name, decodable=decodable)
+        if len(set(spec.codebook_sizes)) != 1:
+            raise ValueError(f"{name}: the stream lays out equal-size codebooks, got {list(spec.codebook_sizes)}")
+        shapes[name.replace("_tokenizer", "")] = (spec.num_codebooks, spec.codebook_size)
+    return shapes
 
 
 def _positive_int(value: Any, name: str) -> int:

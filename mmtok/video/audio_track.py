@@ -61,25 +61,26 @@ def _split(pending: list[np.ndarray], size: int) -> torch.Tensor:
 def tokenize_audio_track(path, tokenizer, *, chunk_seconds: float = 30.0, margin_seconds: float = 1.0) -> torch.Tensor:
     """The whole track's codes (num_codebooks, T) with memory bounded by the chunk size.
 
-    `tokenizer` is an AudioTokenizer (its `stream` API: a statistics pass, then a token pass, giving
-    exactly the one-shot tokens) or an AudioCodec (chunks encoded with `margin_seconds` of real context
-    on each side, which covers the codec's receptive field, so the codes equal one-shot codes).
-    Any other object with encode(waveform, sample_rate) -> (K, T) is fed plain chunks.
+    `tokenizer` is any audio tokenizer of the protocol (its code_spec gives the rate and the hop). BEST-RQ
+    (not decodable; its `stream` API: a statistics pass, then a token pass) gives exactly the one-shot tokens;
+    a codec (decodable) gets chunks with `margin_seconds` of real context on each side, which covers the
+    codec's receptive field, so the codes equal one-shot codes.
     """
-    rate = int(getattr(tokenizer, "sample_rate", 16000))
-    hop = int(getattr(tokenizer, "hop_length", 640))
+    from ..audio.tokenizer import AudioTokenizer
+    from ..tokenizer.protocol import expect_modality
+
+    spec = expect_modality(tokenizer, "audio", "audio tokenizer")
+    rate, hop = int(spec.sample_rate), spec.factor("t")
 
     def chunks():
         return iter_audio_chunks(path, sample_rate=rate, chunk_seconds=chunk_seconds, multiple=hop)
 
     with torch.no_grad():
-        if callable(getattr(tokenizer, "stream", None)):
+        if isinstance(tokenizer, AudioTokenizer):
             parts = list(tokenizer.stream(chunks, rate))
-        elif hasattr(tokenizer, "hop_length"):
+        else:
             margin = hop * math.ceil(margin_seconds * rate / hop)
             parts = list(_encode_with_context(chunks(), lambda x: tokenizer.encode(x, rate), hop, margin))
-        else:
-            parts = [tokenizer.encode(chunk, rate) for chunk in chunks()]
     parts = [p.to(torch.int64).cpu() for p in parts if p.numel()]
     if not parts:
         raise ValueError(f"{path}: the audio track is empty")
