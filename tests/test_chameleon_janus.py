@@ -209,7 +209,7 @@ def test_save_pretrained_round_trip(which, tmp_path, cham_io, janus_io):
 
 
 def test_code_spec(chameleon, janus):
-    assert chameleon.code_spec == CodeSpec("image", ("height", "width"), (300,), (2, 2))
+    assert chameleon.code_spec == CodeSpec("image", ("h", "w"), (300,), (2, 2), image_size=chameleon.image_size)
     assert janus.code_spec.codebook_sizes == (500,)
 
 
