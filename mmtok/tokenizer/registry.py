@@ -73,6 +73,16 @@ def _mmtok_folder(probe: Probe) -> bool:
     return probe.is_dir and probe.mmtok_format is not None
 
 
+def _magvit2(probe: Probe) -> bool:
+    """An Open-MAGVIT2 Lightning .ckpt: the one yaml beside it names its lfqgan model."""
+    if probe.is_dir or probe.suffix != ".ckpt":
+        return False
+    from ..image.magvit2 import is_magvit2_config
+
+    yamls = sorted(probe.path.parent.glob("*.yaml"))
+    return len(yamls) == 1 and is_magvit2_config(yamls[0])
+
+
 def _taming(probe: Probe) -> bool:
     return not probe.is_dir and probe.suffix == ".ckpt"
 
@@ -165,6 +175,8 @@ LAYOUTS: list[Layout] = [
     Layout("diffusers-vq", "diffusers VQModel folder (aMUSEd, VQ-Diffusion, Kandinsky MoVQ): config.json with "
            "_class_name 'VQModel' + diffusion_pytorch_model.safetensors / .bin / sharded index",
            _diffusers_vq, "mmtok.image.diffusers_vq.tokenizer:load_diffusers_vq"),
+    Layout("magvit2", "Open-MAGVIT2 Lightning .ckpt + its yaml (lfqgan.VQModel; options weights='ema'|'raw')",
+           _magvit2, "mmtok.image.magvit2:load_magvit2"),
     Layout("taming", "taming-transformers / original Chameleon VQ-GAN: Lightning .ckpt + its yaml config",
            _taming, "mmtok.tokenizer.loaders:load_taming"),
     Layout("dac", "descript-audio-codec weight file (.pth with 'state_dict' and 'metadata')",
