@@ -169,8 +169,7 @@ class ShardAssembler:
                     segment.codes, segment.source = codes[n], None
                     grid += list(segment.codes.shape)
         ids = encode_segments(self.vocab, segments)
-        return SampleRecord(item.key, item.source if item.member is None else f"{item.source}:{item.member}",
-                            item.modality, ids, [int(g) for g in grid], timestamps, item.meta)
+        return SampleRecord(item.key, item.where, item.modality, ids, [int(g) for g in grid], timestamps, item.meta)
 
     def finish(self) -> dict[int, SampleRecord | Failure]:
         """Run what is still pending; returns every result by slot."""

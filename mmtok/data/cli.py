@@ -5,12 +5,14 @@ import argparse
 import os
 import sys
 
+EXIT_STATUS = "exit status: 0 all done, 1 finished with failed inputs (or problems found), 2 usage or configuration error"
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "tokenize", help="tokenize a dataset (folder, JSONL/JSON manifest, Qwen-VL file, webdataset .tar) into shards",
         description="Resumable, sharded dataset tokenization. Rerun the same command to resume; under torchrun "
-                    "(RANK / WORLD_SIZE) every rank writes its own shards.")
+                    "(RANK / WORLD_SIZE) every rank writes its own shards.", epilog=EXIT_STATUS)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, .jsonl/.json manifest, Qwen-VL .json, or .tar")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--image-tokenizer", help="an image tokenizer: anything mmtok.load reads (mmtok folder, taming "
@@ -34,16 +36,19 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_tokenize)
 
-    p = subparsers.add_parser("verify", help="check token shards against their index and manifest")
+    p = subparsers.add_parser("verify", help="check token shards against their index and manifest",
+                              epilog="exit status: 0 intact, 1 problems found, 2 not an mmtok tokenize output")
     p.add_argument("directory")
     p.set_defaults(func=_verify)
 
-    p = subparsers.add_parser("merge-manifests", help="write manifest.json + failures.jsonl once every rank finished")
+    p = subparsers.add_parser("merge-manifests", help="write manifest.json + failures.jsonl once every rank finished",
+                              epilog="exit status: 0 written, 2 shards missing or corrupt, or not an output folder")
     p.add_argument("directory")
     p.set_defaults(func=_merge)
 
 
 def _tokenize(args: argparse.Namespace) -> int:
+    from .outdir import OutputError
     from .pipeline import tokenize_dataset
     from .tokenizers import load_audio_tokenizer, load_image_tokenizer, load_video_tokenizer
 
@@ -62,19 +67,25 @@ def _tokenize(args: argparse.Namespace) -> int:
             video_fps=args.video_fps, video_max_frames=args.video_max_frames, max_grid=args.max_grid,
             retry_failures=args.retry_failures, rank=args.rank, world_size=args.world_size,
             progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+    except (ValueError, FileNotFoundError, NotADirectoryError, OutputError) as exc:
         print(f"mmtok tokenize: error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary, args.out))
-    return 0
+    failed = summary.manifest["counts"]["failures"] if summary.manifest is not None else summary.failures_in_shards
+    return 1 if failed else 0
 
 
 def format_summary(summary, out) -> str:
+    from .items import output_text
+
+    out = output_text(os.fspath(out))
     where = f" (rank {summary.rank} of {summary.world_size})" if summary.world_size > 1 else ""
     lines = [f"mmtok tokenize{where}: {summary.inputs} inputs in {summary.shards_total} shards; "
              f"{summary.shards_done_before} already complete, {summary.shards_written} written now",
              f"  this run: {summary.processed} items -> {summary.samples} samples, {summary.failures} failed, "
              f"{summary.tokens} tokens in {summary.seconds:.1f} s ({summary.items_per_second:.1f} items/s)"]
+    for why in summary.shards_redone:
+        lines.append(f"  redone: {why}")
     if summary.failed_keys:
         shown = ", ".join(summary.failed_keys[:5]) + (" ..." if len(summary.failed_keys) > 5 else "")
         lines.append(f"  failed: {shown}")
@@ -93,9 +104,13 @@ def format_summary(summary, out) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .verification import verify
+    from .verification import NotAnOutput, verify
 
-    problems = verify(args.directory)
+    try:
+        problems = verify(args.directory)
+    except NotAnOutput as exc:
+        print(f"mmtok verify: error: {exc}", file=sys.stderr)
+        return 2
     for problem in problems:
         print(f"FAIL {problem}")
     if problems:
@@ -107,12 +122,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     from .manifest import merge_manifests
+    from .outdir import OutputError
 
     try:
         manifest = merge_manifests(args.directory)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, OutputError) as exc:
         print(f"mmtok merge-manifests: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     c = manifest["counts"]
     print(f"mmtok merge-manifests: {len(manifest['shards'])} shards, {c['samples']} samples, "
           f"{c['failures']} failures, {c['tokens']} tokens -> {args.directory}/manifest.json")

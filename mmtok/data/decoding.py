@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import re
 import tempfile
 from dataclasses import dataclass, field
 
@@ -21,7 +22,8 @@ from PIL import Image as PILImage
 from ..audio.io import SAMPLE_RATE, load_audio, prepare_waveform
 from ..image.bitdepth import to_rgb
 from ..image.preprocess import preprocess
-from .items import AUDIO, CONVERSATION, IMAGE, INVALID, VIDEO, Item
+from ..paths import regular_file
+from .items import AUDIO, CONVERSATION, IMAGE, INVALID, VIDEO, Item, output_text
 
 
 @dataclass
@@ -56,8 +58,13 @@ class Failure:
     error: str
 
 
+_ADDRESS = re.compile(r"<([A-Za-z_][\w.]*) object at 0x[0-9A-Fa-f]+>")
+
+
 def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """`Type: message`, deterministic: object reprs lose their memory address (`<_io.BytesIO object>`)
+    and names follow `output_text`, so two identical runs write identical failure records."""
+    return output_text(_ADDRESS.sub(r"<\1 object>", f"{type(exc).__name__}: {exc}"))
 
 
 class DecodingDataset(torch.utils.data.Dataset):
@@ -93,7 +100,7 @@ class WorkerBatch:
             try:
                 codes = self._encode([batch[n].payload["waveform"] for n in clips])
             except Exception:  # noqa: BLE001 - find the bad clip(s)
-                codes = [self._encode_one(batch[n].payload["waveform"]) for n in clips]
+                codes = [self._encode_one(batch[n].payload["waveform"], batch[n].work.item.where) for n in clips]
             for n, code in zip(clips, codes):
                 batch[n] = Failure(batch[n].work, code) if isinstance(code, str) else Decoded(
                     batch[n].work, {"audio_codes": code})
@@ -104,16 +111,19 @@ class WorkerBatch:
         codes, lengths = tok.encode_batch(waveforms, tok.sample_rate)
         return [codes[i, :, : int(n)].clone() for i, n in enumerate(lengths)]
 
-    def _encode_one(self, waveform):
+    def _encode_one(self, waveform, name: str):
+        """One clip as a batch of one; its error names the file (encode_batch calls it `waveforms[0]`)."""
         try:
             return self._encode([waveform])[0]
         except Exception as exc:  # noqa: BLE001
-            return describe_error(exc)
+            return describe_error(exc).replace("waveforms[0]", name)
 
 
 def decode_item(item: Item, options: DecodeOptions) -> dict:
     if item.error is not None or item.modality == INVALID:
         raise ValueError(item.error.split(": ", 1)[-1] if item.error else f"{item.key}: invalid input")
+    if item.modality != CONVERSATION:  # named before opening: a FIFO would block forever (mmtok.paths)
+        regular_file(item.source, "tar file" if item.member is not None else f"{item.modality} file")
     if item.modality == IMAGE:
         return {"pixels": image_pixels(_image_source(item), options)}
     if item.modality == AUDIO:
@@ -128,12 +138,22 @@ def decode_item(item: Item, options: DecodeOptions) -> dict:
 
 
 def _member_bytes(item: Item) -> bytes:
+    """A tar member's bytes, read in place; a GNU sparse member is rebuilt from its stored regions
+    (holes are zeros), so its read never runs into the next member."""
+    regions = [(0, item.size)] if item.sparse is None else item.sparse
+    data = bytearray(item.size) if item.sparse is not None else None
     with open(item.source, "rb") as f:
         f.seek(item.offset)
-        data = f.read(item.size)
-    if len(data) != item.size:
-        raise ValueError(f"{item.source}: member {item.member} is truncated ({len(data)} of {item.size} bytes)")
-    return data
+        for start, length in regions:
+            chunk = f.read(length)
+            if len(chunk) != length:
+                raise ValueError(f"{item.where}: member is truncated (the tar ends inside its data)")
+            if data is None:
+                return chunk
+            if start + length > item.size:
+                raise ValueError(f"{item.where}: sparse map reaches past the member's size {item.size}")
+            data[start: start + length] = chunk
+    return bytes(data)
 
 
 def _image_source(item: Item):
@@ -141,9 +161,11 @@ def _image_source(item: Item):
         return item.source
     try:
         with PILImage.open(io.BytesIO(_member_bytes(item))) as img:
-            return to_rgb(img, item.key)
+            return to_rgb(img, item.where)
+    except PILImage.UnidentifiedImageError:
+        raise ValueError(f"{item.where}: not a readable image (format not recognised)") from None
     except OSError as exc:
-        raise ValueError(f"{item.key}: not a readable image ({exc})") from exc
+        raise ValueError(f"{item.where}: not a readable image ({exc})") from None
 
 
 def image_pixels(source, options: DecodeOptions) -> torch.Tensor:
@@ -176,7 +198,11 @@ def _video(item: Item, options: DecodeOptions) -> dict:
     with tempfile.NamedTemporaryFile(suffix=suffix) as f:
         f.write(_member_bytes(item))
         f.flush()
-        return video_frames(f.name, video_tok, options)
+        try:
+            return video_frames(f.name, video_tok, options)
+        except Exception as exc:  # noqa: BLE001 - the random temporary name must not reach the record
+            text = describe_error(exc).replace(f.name, item.where).replace(os.path.basename(f.name), item.where)
+            raise ValueError(text) from None
 
 
 def video_frames(path, video_tok, options: DecodeOptions) -> dict:
@@ -216,6 +242,7 @@ def _conversation(item: Item, options: DecodeOptions) -> dict:
         if isinstance(segment, Image):
             key = str(segment.source)
             if key not in pixels:
+                regular_file(key, "image file")
                 pixels[key] = image_pixels(key, options)
             segment.source = pixels[key]
     return {"segments": segments}

@@ -12,24 +12,31 @@ import os
 import pathlib
 import tarfile
 
-from .items import CONVERSATION, INVALID, Item, modality_of
+from ..paths import regular_file
+from .items import CONVERSATION, INVALID, Item, modality_of, output_text
 
 MANIFEST_PATH_KEYS = ("path", "image", "audio", "video", "file")
 METADATA_SUFFIXES = (".json", ".txt", ".cls")  # webdataset members stored as metadata, not tokenized
 
 
 def discover(inputs) -> list[Item]:
-    """Items of every input, in order (inputs: one path or a list of them)."""
+    """Items of every input, in order (inputs: one path or a list of them). An input that is missing or
+    not a folder / regular file is refused (it is an argument error); a key given twice becomes a
+    failure record for the later input (keys are unique in a run; the first one wins)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     items: list[Item] = []
     for entry in inputs:
         path = pathlib.Path(os.fspath(entry))
         if not path.exists():
-            raise FileNotFoundError(f"input not found: {path}")
+            raise FileNotFoundError(f"input not found: {output_text(str(path))}")
         if path.is_dir():
             items += discover_folder(path)
-        elif path.suffix.lower() == ".tar":
+            continue
+        problem = not_regular(path)
+        if problem is not None:
+            raise ValueError(output_text(problem.split(": ", 1)[1]))
+        if path.suffix.lower() == ".tar":
             items += discover_tar(path)
         elif path.suffix.lower() == ".jsonl":
             items += discover_jsonl(path)
@@ -38,22 +45,57 @@ def discover(inputs) -> list[Item]:
         elif modality_of(path.name) is not None:
             items.append(Item(key=path.name, source=str(path), modality=modality_of(path.name)))
         else:
-            raise ValueError(f"{path}: not a folder, .tar, .jsonl/.json manifest or media file")
-    return items
+            raise ValueError(f"{output_text(str(path))}: not a folder, .tar, .jsonl/.json manifest or media file")
+    return refuse_duplicate_keys(items)
+
+
+def refuse_duplicate_keys(items: list[Item]) -> list[Item]:
+    """The documented rule for a key seen twice: the first input keeps it, every later one becomes a
+    failure record naming both inputs (an index with two samples of one key would be ambiguous)."""
+    first: dict[str, Item] = {}
+    out = []
+    for item in items:
+        earlier = first.setdefault(item.key, item)
+        if earlier is not item and item.error is None:
+            item = Item(key=item.key, source=item.source, modality=item.modality, member=item.member,
+                        error=f"ValueError: {item.where}: duplicate key {item.key!r} (first given by {earlier.where}); "
+                              f"keys must be unique in a run")
+        out.append(item)
+    return out
+
+
+def not_regular(path) -> str | None:
+    """None for a readable regular file (symlinks followed); else why not, naming the path, found with
+    stat() alone (mmtok.paths.regular_file): a FIFO or device is never opened."""
+    try:
+        regular_file(path, "media file")
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def discover_folder(root: pathlib.Path) -> list[Item]:
-    """Media files under `root` (hidden entries skipped), keyed by their path relative to it."""
+    """Media files under `root` (hidden entries skipped), keyed by their path relative to it. A media
+    name that is not a regular file (FIFO, device, broken link) and a subfolder that cannot be listed
+    become failure records."""
     found = []
-    for folder, dirs, files in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        relative = pathlib.Path(exc.filename).relative_to(root).as_posix() + "/"
+        found.append((relative, exc.filename, INVALID,
+                      f"ValueError: {exc.filename}: folder cannot be listed ({exc.strerror or type(exc).__name__})"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             modality = modality_of(name)
             if name.startswith(".") or modality is None:
                 continue
             path = pathlib.Path(folder) / name
-            found.append((path.relative_to(root).as_posix(), str(path), modality))
-    return [Item(key=key, source=source, modality=modality) for key, source, modality in sorted(found)]
+            problem = not_regular(path)
+            found.append((path.relative_to(root).as_posix(), str(path), modality, problem))
+    return [Item(key=key, source=source, modality=modality, error=error)
+            for key, source, modality, error in sorted(found, key=lambda f: f[0])]
 
 
 def _entry_item(entry, base: pathlib.Path, where: str) -> Item:
@@ -80,14 +122,21 @@ def _entry_item(entry, base: pathlib.Path, where: str) -> Item:
 
 
 def discover_jsonl(path: pathlib.Path) -> list[Item]:
-    """One input per non-empty line: a JSON object / string, or a bare path."""
+    """One input per non-empty line: a JSON object / string, or a bare path. A line that is not UTF-8
+    or not JSON becomes a failure record naming the file and line."""
     items = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                items.append(Item(key=where, source=str(path), modality=INVALID,
+                                  error=f"ValueError: {where}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                                        f"column {exc.start + 1})"))
+                continue
             if not line:
                 continue
-            where = f"{path}:{number}"
             if line[0] in "{[\"":
                 try:
                     entry = json.loads(line)
@@ -104,11 +153,13 @@ def discover_jsonl(path: pathlib.Path) -> list[Item]:
 def discover_json(path: pathlib.Path) -> list[Item]:
     """A JSON list: Qwen-VL conversation records (one sample each) or manifest entries."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{output_text(str(path))}: not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise ValueError(f"{output_text(str(path))}: not valid JSON ({exc})") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list (manifest entries or Qwen-VL conversations)")
+        raise ValueError(f"{output_text(str(path))}: expected a JSON list (manifest entries or Qwen-VL conversations)")
     items = []
     for n, record in enumerate(records):
         where = f"{path}[{n}]"
@@ -128,27 +179,82 @@ def _sample_key(member: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), "." + suffix.lower()
 
 
+MAX_SPARSE_BYTES = 1 << 30  # a sparse tar member may expand to at most this many bytes (1 GiB)
+_LINK_KINDS = ((tarfile.TarInfo.issym, "a symbolic link"), (tarfile.TarInfo.islnk, "a hard link"),
+               (tarfile.TarInfo.ischr, "a character device"), (tarfile.TarInfo.isblk, "a block device"),
+               (tarfile.TarInfo.isfifo, "a FIFO"))
+
+
+def _member_problem(member: tarfile.TarInfo, tar_bytes: int) -> str | None:
+    """Why a regular member's data cannot be read from the tar (None if it can)."""
+    stored = sum(n for _, n in member.sparse) if member.sparse is not None else member.size
+    if member.offset_data + stored > tar_bytes:
+        have = max(0, tar_bytes - member.offset_data)
+        return f"member {member.name} is truncated ({have} of {stored} bytes in the file)"
+    if member.sparse is not None and member.size > MAX_SPARSE_BYTES:
+        return f"sparse member {member.name} expands to {member.size} bytes (more than {MAX_SPARSE_BYTES})"
+    return None
+
+
 def discover_tar(path: pathlib.Path) -> list[Item]:
-    """Media members of a webdataset shard; .json/.txt/.cls members of the same key become metadata."""
+    """Media members of a webdataset shard; .json/.txt/.cls members of the same key become metadata.
+
+    Read header by header, so a damaged tar keeps every member before the damage: a member whose data
+    runs past the end of the file, a link / device member with a media name (never followed), and
+    unreadable bytes after the last good header each become a failure record. GNU sparse members are
+    read through their map of stored regions. Only plain (uncompressed) tars: members are read in place.
+    """
     media, metadata = [], {}
+    tar_bytes = path.stat().st_size
+    problem, end = None, 0
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, suffix = _sample_key(member.name)
-                if suffix in METADATA_SUFFIXES and member.size < 1 << 20:
+        tar = tarfile.open(path, mode="r:")
+    except (tarfile.TarError, OSError) as exc:
+        return [Item(key=path.name, source=str(path), modality=INVALID,
+                     error=f"ValueError: {path}: not a readable (uncompressed) tar file ({exc})")]
+    with tar:
+        while True:
+            try:
+                member = tar.next()
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                problem = f"unreadable after byte {tar.offset} ({exc})"
+                break
+            if member is None:
+                break
+            end = tar.offset
+            key, suffix = _sample_key(member.name)
+            modality = modality_of(member.name)
+            if member.isdir():
+                continue
+            if not member.isfile():
+                kind = next((name for test, name in _LINK_KINDS if test(member)), "not a regular file")
+                if modality is not None:
+                    media.append((key, member, f"{member.name} is {kind} member, not a regular file (not followed)"))
+                continue
+            trouble = _member_problem(member, tar_bytes)
+            if suffix in METADATA_SUFFIXES and member.size < 1 << 20:
+                if trouble is None:
                     text = tar.extractfile(member).read().decode("utf-8", errors="replace")
                     try:
                         value = json.loads(text) if suffix == ".json" else text.strip()
                     except json.JSONDecodeError:
                         value = text
                     metadata.setdefault(key, {})[suffix[1:]] = value
-                elif modality_of(member.name) is not None:
-                    media.append((key, member))
-    except (tarfile.TarError, OSError) as exc:
-        return [Item(key=path.name, source=str(path), modality=INVALID,
-                     error=f"ValueError: {path}: not a readable tar file ({exc})")]
-    return [Item(key=f"{path.name}/{member.name}", source=str(path), modality=modality_of(member.name),
-                 meta=metadata.get(key), member=member.name, offset=member.offset_data, size=member.size)
-            for key, member in media]
+            elif modality is not None:
+                media.append((key, member, trouble))
+    if problem is None and end < tar_bytes:
+        with open(path, "rb") as f:
+            f.seek(end)
+            rest = f.read(1 << 16)
+        if rest.strip(b"\0"):
+            problem = f"bytes after offset {end} are not a tar header or the end-of-archive marker (corrupt or truncated)"
+    items = [Item(key=f"{path.name}/{member.name}", source=str(path), modality=modality_of(member.name),
+                  meta=metadata.get(key), member=member.name, offset=member.offset_data, size=member.size,
+                  sparse=None if member.sparse is None else [[int(o), int(n)] for o, n in member.sparse],
+                  error=None if trouble is None else f"ValueError: {path}: {trouble}")
+             for key, member, trouble in media]
+    truncated_member = any(trouble is not None and "truncated" in trouble for _, _, trouble in media)
+    if problem is not None and not truncated_member:
+        items.append(Item(key=f"{path.name}#end", source=str(path), modality=INVALID,
+                          error=f"ValueError: {path}: {problem}; the members before it were kept"))
+    return items

@@ -18,6 +18,22 @@ IMAGE, AUDIO, VIDEO, CONVERSATION, INVALID = "image", "audio", "video", "convers
 MODALITIES = (IMAGE, AUDIO, VIDEO, CONVERSATION)
 
 
+def output_text(text: str) -> str:
+    """The one rule for names that go into an output (keys, sources, member names, error texts).
+
+    Text is stored as UTF-8. A character UTF-8 cannot hold -- a byte of a file name that is not valid
+    UTF-8 (Python reads it as U+DC80 + byte, "surrogateescape") or a lone surrogate in a JSON key -- is
+    written as its backslash escape (`x_\\udcff.png`), so every input kind gets the same printable,
+    deterministic name and the Parquet / JSON writers never meet an unencodable string. Reading the
+    input itself always uses the original name.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def modality_of(name: str) -> str | None:
     """The modality a file name's extension implies, or None for files that are not media."""
     ext = os.path.splitext(name)[1].lower()
@@ -50,17 +66,29 @@ class Item:
     size: int = -1
     record: dict | None = None
     error: str | None = field(default=None)
+    sparse: list | None = None  # a GNU sparse tar member: [[offset, bytes], ...] of its stored data regions
+
+    def __post_init__(self):
+        self.key = output_text(self.key)
+        if self.error is not None:
+            self.error = output_text(self.error)
+
+    @property
+    def where(self) -> str:
+        """The input as written into outputs: the source path (or `tar:member`), per `output_text`."""
+        return output_text(self.source if self.member is None else f"{self.source}:{self.member}")
 
     def identity(self) -> list:
         """What must stay the same between a run and its resumption."""
-        return [self.key, self.source, self.modality, self.member, self.offset, self.size, self.error,
-                self.record if self.record is None else json.dumps(self.record, sort_keys=True)]
+        identity = [self.key, self.source, self.modality, self.member, self.offset, self.size, self.error,
+                    self.record if self.record is None else json.dumps(self.record, sort_keys=True)]
+        return identity if self.sparse is None else identity + [self.sparse]
 
 
 def items_hash(items: list[Item]) -> str:
     """sha256 over the ordered identities of the items: a changed input set changes the hash."""
     digest = hashlib.sha256()
     for item in items:
-        digest.update(json.dumps(item.identity(), separators=(",", ":")).encode("utf-8"))
+        digest.update(json.dumps(item.identity(), separators=(",", ":")).encode("utf-8"))  # ASCII: escapes
         digest.update(b"\n")
     return digest.hexdigest()

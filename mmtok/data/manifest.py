@@ -11,7 +11,9 @@ import json
 import os
 import pathlib
 
-from .shards import read_record, shard_name
+from .copies import folder_digests
+from .outdir import write_atomic, writing
+from .shards import read_record, record_problem, shard_name
 
 PLAN_FILE, MANIFEST_FILE, FAILURES_FILE = "run.json", "manifest.json", "failures.jsonl"
 FORMAT = "mmtok.token_shards"
@@ -33,11 +35,31 @@ def shards_of_rank(total: int, rank: int, world_size: int) -> list[int]:
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    with open(temporary, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    with writing(path):
+        write_atomic(path, text)
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def differences(old, new, where: str = "") -> list[str]:
+    """`field: old -> new` for every leaf that differs between two plans (dotted paths, lists by index)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{where}.{key}" if where else str(key)
+            if key not in old:
+                out.append(f"{path}: (absent) -> {_short(new[key])}")
+            elif key not in new:
+                out.append(f"{path}: {_short(old[key])} -> (absent)")
+            else:
+                out += differences(old[key], new[key], path)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for n, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, f"{where}[{n}]")]
+    return [] if old == new else [f"{where}: {_short(old)} -> {_short(new)}"]
 
 
 def dumps(data) -> str:
@@ -54,9 +76,10 @@ def check_or_write_plan(out_dir: pathlib.Path, plan: dict) -> None:
             old = None
         if old is not None:
             if old != plan:
-                differ = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-                raise ValueError(f"{out_dir} holds a run made with different settings ({', '.join(differ)} "
-                                 f"differ); use another --out, or the same command as before to resume")
+                differ = differences(old, plan)
+                shown = "; ".join(differ[:6]) + (f"; and {len(differ) - 6} more" if len(differ) > 6 else "")
+                raise ValueError(f"{out_dir} holds a run made with different settings (run.json -> this command: "
+                                 f"{shown}); use another --out, or the same command as before to resume")
             return
     _write_atomic(path, dumps(plan))
 
@@ -65,11 +88,15 @@ def load_plan(out_dir: pathlib.Path) -> dict:
     path = out_dir / PLAN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not an mmtok tokenize output folder")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
 def missing_shards(out_dir: pathlib.Path, plan: dict) -> list[int]:
-    return [i for i in range(plan["num_shards"]) if read_record(out_dir, i) is None]
+    """Shards without a complete record (sizes only; merge_manifests checks the digests)."""
+    return [i for i in range(plan["num_shards"]) if read_record(out_dir, i, digests=False) is None]
 
 
 def merge_manifests(out_dir) -> dict:
@@ -77,12 +104,14 @@ def merge_manifests(out_dir) -> dict:
     shard is missing (naming the ranks that still have to run)."""
     out_dir = pathlib.Path(os.fspath(out_dir))
     plan = load_plan(out_dir)
-    records = [read_record(out_dir, i) for i in range(plan["num_shards"])]
-    missing = [i for i, r in enumerate(records) if r is None]
+    checked = [record_problem(out_dir, i) for i in range(plan["num_shards"])]
+    records = [record for record, _ in checked]
+    missing = [why for _, why in checked if why is not None]
     if missing:
-        names = ", ".join(shard_name(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        names = "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"{out_dir}: {len(missing)} shard(s) not complete ({names}); run the missing ranks "
-                         f"(shard i belongs to rank i % WORLD_SIZE) with the same command first")
+                         f"(shard i belongs to rank i % WORLD_SIZE) with the same command first (it redoes "
+                         f"incomplete and corrupt shards)")
     counts = {"inputs": 0, "samples": 0, "failures": 0, "tokens": 0, "by_modality": {}}
     failures = []
     for record in records:
@@ -98,7 +127,9 @@ def merge_manifests(out_dir) -> dict:
     counts["by_modality"] = {k: counts["by_modality"][k] for k in sorted(counts["by_modality"])}
     shards = [{"name": r["name"], "samples": r["samples"], "failures": len(r["failures"]), "tokens": r["tokens"],
                "tokens_file": r["tokens_file"], "index_file": r["index_file"]} for r in records]
-    manifest = {**plan, "counts": counts, "shards": shards}
+    copies = {name: folder_digests(out_dir / entry["path"]) for name, entry in sorted(plan["tokenizers"].items())
+              if (out_dir / entry["path"]).is_dir()}
+    manifest = {**plan, "counts": counts, "shards": shards, "tokenizer_files": copies}
     _write_atomic(out_dir / FAILURES_FILE, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
     _write_atomic(out_dir / MANIFEST_FILE, dumps(manifest))
     return manifest
@@ -110,8 +141,12 @@ def load_manifest(out_dir) -> dict:
     if not path.is_file():
         hint = " (run `mmtok merge-manifests` once every rank has finished)" if (out_dir / PLAN_FILE).exists() else ""
         raise FileNotFoundError(f"{path} not found{hint}")
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        data = data if isinstance(data, dict) else {}
         raise ValueError(f"{path}: not an mmtok token-shard manifest (format={data.get('format')!r})")
     if data.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported format_version {data.get('format_version')!r}")

@@ -21,12 +21,14 @@ from .. import __version__
 from ..stream.vocabulary import Vocabulary
 from ..tokenizer.protocol import code_spec_of
 from . import manifest as mf
+from . import outdir
 from .assembler import SampleRecord, ShardAssembler
+from .copies import save_copy
 from .decoding import DecodeOptions, DecodingDataset, Failure, Work, WorkerBatch
 from .discovery import discover
-from .items import items_hash
-from .shards import read_record, read_samples, remove_leftovers, token_dtype, write_shard
-from .tokenizers import describe, save_copy
+from .items import AUDIO, CONVERSATION, IMAGE, VIDEO, items_hash
+from .shards import read_samples, record_problem, remove_leftovers, shard_name, token_dtype, write_shard
+from .tokenizers import describe
 
 MAX_LISTED_FAILURES = 1000  # keys kept in the Summary (failures.jsonl has them all)
 KILL_HOOK_ENV = "MMTOK_DATA_TEST_SIGKILL"  # test hook: "samples:N" or "write:K" -> SIGKILL this process
@@ -47,6 +49,8 @@ class Summary:
     seconds: float
     manifest: dict | None = None
     failed_keys: list = field(default_factory=list)
+    shards_redone: list = field(default_factory=list)  # complete-looking shards found corrupt and redone: why
+    failures_in_shards: int = 0  # failure records in all of this rank's shards (earlier runs' too)
 
     @property
     def items_per_second(self) -> float:
@@ -88,26 +92,33 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     start = time.perf_counter()
     if image_tokenizer is None and audio_tokenizer is None and video_tokenizer is None:
         raise ValueError("give an image, video and/or audio tokenizer")
-    if shard_size < 1 or batch_size < 1 or workers < 0:
-        raise ValueError(f"shard_size and batch_size must be >= 1 and workers >= 0, got {shard_size}, "
-                         f"{batch_size}, {workers}")
+    for name, value, least in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1), ("workers", workers, 0)):
+        _check_int(name, value, least)
     rank, world_size = rank_and_world(rank, world_size)
     out_dir = pathlib.Path(os.fspath(out_dir))
     absolute = [os.path.abspath(os.fspath(p)) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
-    items = discover(absolute)
-    vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
-                                       video_tokenizer=video_tokenizer,
-                                       max_grid=max_grid)
-    dtype = token_dtype(len(vocab))
     requested_size = image_size
     image_spec = code_spec_of(image_tokenizer, "image_tokenizer") if image_tokenizer is not None else None
     if image_spec is not None and image_mode != "native" and image_size is None:
         image_size = image_spec.image_size
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizers = {}
-    for name, tok in (("image", image_tokenizer), ("audio", audio_tokenizer), ("video", video_tokenizer)):
-        if tok is not None:
-            tokenizers[name] = describe(tok, save_copy(tok, out_dir, name))
+    check_options(image_spec, image_size=image_size, image_mode=image_mode, max_grid=max_grid,
+                  video_fps=video_fps, video_max_frames=video_max_frames)
+    items = discover(absolute)
+    _check_tokenizers_for(items, image=image_tokenizer is not None, audio=audio_tokenizer is not None,
+                          video=video_tokenizer is not None)
+    vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
+                                       video_tokenizer=video_tokenizer,
+                                       max_grid=max_grid)
+    dtype = token_dtype(len(vocab))
+    outdir.prepare(out_dir)
+    with outdir.writing(out_dir):
+        for name in (mf.PLAN_FILE, mf.MANIFEST_FILE, mf.FAILURES_FILE, outdir.WRITE_TEST):  # killed writes
+            for leftover in outdir.stale_temporaries(out_dir, name):
+                outdir.remove(leftover)
+        tokenizers = {}
+        for name, tok in (("image", image_tokenizer), ("audio", audio_tokenizer), ("video", video_tokenizer)):
+            if tok is not None:
+                tokenizers[name] = describe(tok, save_copy(tok, out_dir, name))
     total_shards = mf.num_shards(len(items), shard_size)
     plan = {
         "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "mmtok_version": __version__,
@@ -119,12 +130,15 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     }
     mf.check_or_write_plan(out_dir, plan)
 
-    works, carried, done_before = [], {}, 0
+    works, carried, done_before, redone, failures_before = [], {}, 0, [], 0
     for shard in mf.shards_of_rank(total_shards, rank, world_size):
-        record = read_record(out_dir, shard)
+        record, why = record_problem(out_dir, shard)
+        if record is None and (out_dir / f"{shard_name(shard)}.json").exists():
+            redone.append(why)  # a record whose files do not match it: redo the shard
         slots = mf.shard_slice(shard, shard_size, len(items))
         if record is not None and not (retry_failures and record["failures"]):
             done_before += 1
+            failures_before += len(record["failures"])
             continue
         if record is not None:  # retry: keep the samples, redo only the failed items
             failed = sorted(f["slot"] for f in record["failures"])
@@ -152,16 +166,57 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     options = DecodeOptions(image_size=image_size, image_mode=image_mode,
                             downsample_factor=image_spec.spatial_downsample if image_spec is not None else 1,
                             video_tokenizer=video_tok, audio_tokenizer=audio_tokenizer)
-    summary = Summary(rank, world_size, len(items), total_shards, done_before, 0, 0, 0, 0, 0, 0.0)
-    if works:  # the manifest describes finished runs only: never leave a stale one next to shards being rewritten
-        (out_dir / mf.MANIFEST_FILE).unlink(missing_ok=True)
-    _run(works, carried, options, out_dir, vocab, dtype, (image_tokenizer, video_tokenizer), audio_tokenizer,
-         batch_size, workers,
-         summary, progress)
-    if not mf.missing_shards(out_dir, plan):
-        summary.manifest = mf.merge_manifests(out_dir)
+    summary = Summary(rank, world_size, len(items), total_shards, done_before, 0, 0, 0, 0, 0, 0.0,
+                      shards_redone=redone, failures_in_shards=failures_before)
+    with outdir.writing(out_dir):
+        if works:  # the manifest describes finished runs only: never leave a stale one next to shards being rewritten
+            (out_dir / mf.MANIFEST_FILE).unlink(missing_ok=True)
+        _run(works, carried, options, out_dir, vocab, dtype, (image_tokenizer, video_tokenizer), audio_tokenizer,
+             batch_size, workers, summary, progress)
+        if not mf.missing_shards(out_dir, plan):
+            summary.manifest = mf.merge_manifests(out_dir)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _check_int(name: str, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} (--{name.replace('_', '-')}) must be an int >= {least}, got {value!r}")
+
+
+def check_options(image_spec, *, image_size, image_mode, max_grid, video_fps, video_max_frames) -> None:
+    """Refuse, before any work, options every image would fail with (naming the option)."""
+    _check_int("max_grid", max_grid, 1)
+    if video_max_frames is not None:
+        _check_int("video_max_frames", video_max_frames, 1)
+    if video_fps is not None and not (isinstance(video_fps, (int, float)) and 0 < video_fps < float("inf")):
+        raise ValueError(f"video_fps (--video-fps) must be a positive number, got {video_fps!r}")
+    if image_mode not in ("center_crop", "pad", "native"):
+        raise ValueError(f"image_mode (--image-mode) must be center_crop, pad or native, got {image_mode!r}")
+    if image_spec is None or image_size is None:
+        return
+    factor = int(image_spec.spatial_downsample)
+    _check_int("image_size", image_size, 1)
+    if image_mode != "native" and image_size % factor:
+        raise ValueError(f"image_size (--image-size) {image_size} is not a multiple of the image tokenizer's "
+                         f"downsample factor {factor}")
+    grid = max(1, round(image_size / factor))
+    if grid > max_grid:
+        raise ValueError(f"image_size (--image-size) {image_size} gives a {grid}x{grid} grid, larger than max_grid "
+                         f"(--max-grid) {max_grid}; raise --max-grid to at least {grid}")
+
+
+def _check_tokenizers_for(items, *, image: bool, audio: bool, video: bool) -> None:
+    """Inputs of a modality without a tokenizer for it are a configuration error, found before any work."""
+    needs = {IMAGE: (image, "an image tokenizer (--image-tokenizer)"),
+             CONVERSATION: (image, "an image tokenizer (--image-tokenizer)"),
+             VIDEO: (image or video, "an image or video tokenizer (--image-tokenizer / --video-tokenizer)"),
+             AUDIO: (audio, "an audio tokenizer (--audio-tokenizer)")}
+    for item in items:
+        given, what = needs.get(item.modality, (True, ""))
+        if item.error is None and not given:
+            raise ValueError(f"{item.where} is {item.modality} input, but no tokenizer for it was given: "
+                             f"it needs {what}")
 
 
 def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer, batch_size, workers,
@@ -204,6 +259,7 @@ def _write(out_dir, shard, results, carried, dtype, summary: Summary, kill) -> N
     summary.shards_written += 1
     summary.samples += sum(isinstance(r, SampleRecord) for r in results.values())
     summary.failures += sum(isinstance(r, Failure) for r in results.values())
+    summary.failures_in_shards += len(record["failures"])
     if len(summary.failed_keys) < MAX_LISTED_FAILURES:
         summary.failed_keys += [r.work.item.key for r in results.values() if isinstance(r, Failure)]
     summary.tokens += record["tokens"]

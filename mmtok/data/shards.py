@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 
 from .assembler import SampleRecord
 from .decoding import Failure
+from .outdir import TEMP_MARK, commit, remove, stale_temporaries, write_atomic
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("source", pa.string()), ("modality", pa.string()),
     ("offset", pa.int64()), ("length", pa.int64()),
     ("grid", pa.list_(pa.int32())), ("timestamps", pa.list_(pa.float64())), ("meta", pa.string()),
 ])
-TEMP_MARK = ".tmp-"
 
 
 def shard_name(index: int) -> str:
@@ -45,16 +45,9 @@ def file_sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def _commit(temporary: pathlib.Path, final: pathlib.Path) -> None:
-    with open(temporary, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(temporary, final)
-
-
 def failure_record(failure: Failure) -> dict:
     item = failure.work.item
-    source = item.source if item.member is None else f"{item.source}:{item.member}"
-    return {"key": item.key, "source": source, "modality": item.modality, "shard": failure.work.shard,
+    return {"key": item.key, "source": item.where, "modality": item.modality, "shard": failure.work.shard,
             "slot": failure.work.slot, "error": failure.error}
 
 
@@ -73,10 +66,8 @@ def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtyp
     if record_path.exists():  # rewriting (retry): the shard is incomplete until the new record lands
         record_path.unlink()
 
-    bin_path, bin_tmp = out_dir / f"{name}.bin", out_dir / f"{name}.bin{suffix}"
-    with open(bin_tmp, "wb") as f:
-        f.write(tokens.astype(dtype).tobytes())
-    _commit(bin_tmp, bin_path)
+    bin_path = out_dir / f"{name}.bin"
+    write_atomic(bin_path, tokens.astype(dtype).tobytes())
     if kill_hook is not None:
         kill_hook("write", index)
 
@@ -87,8 +78,12 @@ def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtyp
         "grid": [s.grid for s in samples], "timestamps": [s.timestamps for s in samples],
         "meta": [None if s.meta is None else json.dumps(s.meta, sort_keys=True) for s in samples],
     }, schema=INDEX_SCHEMA)
-    pq.write_table(table, index_tmp, compression="zstd")
-    _commit(index_tmp, index_path)
+    try:
+        pq.write_table(table, index_tmp, compression="zstd")
+        commit(index_tmp, index_path)
+    except BaseException:
+        index_tmp.unlink(missing_ok=True)
+        raise
 
     record = {
         "name": name, "shard": index, "inputs": len(results), "samples": len(samples), "failures": failures,
@@ -97,9 +92,7 @@ def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtyp
         "index_file": {"path": index_path.name, "bytes": index_path.stat().st_size, "sha256": file_sha256(index_path)},
         "by_modality": _by_modality(samples, failures),
     }
-    record_tmp = out_dir / f"{name}.json{suffix}"
-    record_tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    _commit(record_tmp, record_path)
+    write_atomic(record_path, json.dumps(record, indent=1, sort_keys=True))
     return record
 
 
@@ -114,23 +107,48 @@ def _by_modality(samples: list[SampleRecord], failures: list[dict]) -> dict:
     return {k: counts[k] for k in sorted(counts)}
 
 
-def read_record(out_dir: pathlib.Path, index: int) -> dict | None:
-    """The shard's record if the shard is complete (record present, both files of the recorded size)."""
+RECORD_KEYS = ("name", "shard", "inputs", "samples", "failures", "tokens", "dtype", "tokens_file", "index_file",
+               "by_modality")
+
+
+def record_problem(out_dir: pathlib.Path, index: int, *, digests: bool = True) -> tuple[dict | None, str | None]:
+    """(record, None) for a complete shard: its record parses, has every field, and both files have the
+    recorded size and (with `digests`) sha256; else (None, why not). A shard that fails this is redone."""
     name = shard_name(index)
+    path = out_dir / f"{name}.json"
+    if not path.exists():
+        return None, f"{name}: no record"
     try:
-        record = json.loads((out_dir / f"{name}.json").read_text())
-        for key in ("tokens_file", "index_file"):
-            if (out_dir / record[key]["path"]).stat().st_size != record[key]["bytes"]:
-                return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return record
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return None, f"{name}: record {path.name} unreadable ({type(exc).__name__})"
+    if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
+        return None, f"{name}: record {path.name} lacks fields"
+    for key in ("tokens_file", "index_file"):
+        entry = record[key]
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), t) for k, t in
+                                                  (("path", str), ("bytes", int), ("sha256", str))):
+            return None, f"{name}: record {path.name} has a malformed {key}"
+        file = out_dir / entry["path"]
+        try:
+            if file.stat().st_size != entry["bytes"]:
+                return None, f"{name}: {entry['path']} has the wrong size"
+            if digests and file_sha256(file) != entry["sha256"]:
+                return None, f"{name}: {entry['path']} sha256 differs from its record (corrupt)"
+        except OSError:
+            return None, f"{name}: {entry['path']} is missing"
+    return record, None
+
+
+def read_record(out_dir: pathlib.Path, index: int, *, digests: bool = True) -> dict | None:
+    """The shard's record if the shard is complete (see record_problem), else None."""
+    return record_problem(out_dir, index, digests=digests)[0]
 
 
 def remove_leftovers(out_dir: pathlib.Path, index: int) -> None:
-    """Delete temporary files of a shard a killed run left behind."""
-    for path in out_dir.glob(f"{shard_name(index)}.*{TEMP_MARK}*"):
-        path.unlink(missing_ok=True)
+    """Delete temporary files of a shard that a killed run left behind (their process is gone)."""
+    for path in stale_temporaries(out_dir, f"{shard_name(index)}.*"):
+        remove(path)
 
 
 def read_samples(out_dir: pathlib.Path, record: dict) -> list[SampleRecord]:

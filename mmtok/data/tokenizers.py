@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 
 import torch
 
@@ -103,21 +102,3 @@ def tokenizer_hash(tokenizer) -> str:
 def describe(tokenizer, folder: str) -> dict:
     return {"class": type(tokenizer).__name__, "config": tokenizer.config, "hash": tokenizer_hash(tokenizer),
             "path": folder}
-
-
-def save_copy(tokenizer, out_dir: pathlib.Path, name: str) -> str:
-    """save_pretrained into out_dir/tokenizers/name (atomically: a temporary folder renamed); returns
-    the relative folder. An existing copy is kept (the run plan's hash check guards its content)."""
-    relative = f"tokenizers/{name}"
-    target = out_dir / relative
-    if target.is_dir():
-        return relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    tokenizer.save_pretrained(temporary)
-    try:
-        os.rename(temporary, target)
-    except OSError:  # another rank got there first
-        shutil.rmtree(temporary, ignore_errors=True)
-    return relative
