@@ -61,9 +61,10 @@ def copy_problems(directory: pathlib.Path, manifest: dict) -> list[str]:
     """How the tokenizer copies differ from the file digests the manifest lists (empty when intact)."""
     problems = []
     listed = manifest.get("tokenizer_files")
+    if listed is None:  # a manifest from before the copies were listed: nothing to compare with
+        return []
     if not isinstance(listed, dict):
-        return ["manifest: no tokenizer_files (the tokenizer copies cannot be checked)"] if manifest.get(
-            "tokenizers") else []
+        return ["manifest: tokenizer_files is not an object"]
     for name, entry in sorted(manifest.get("tokenizers", {}).items()):
         files = listed.get(name)
         folder = directory / str(entry.get("path", f"{COPIES}/{name}")) if isinstance(entry, dict) else None

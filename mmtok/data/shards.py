@@ -92,8 +92,21 @@ def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtyp
         "index_file": {"path": index_path.name, "bytes": index_path.stat().st_size, "sha256": file_sha256(index_path)},
         "by_modality": _by_modality(samples, failures),
     }
+    record["check"] = record_check(record)
     write_atomic(record_path, json.dumps(record, indent=1, sort_keys=True))
     return record
+
+
+def record_check(record: dict) -> str:
+    """sha256 of a shard record's canonical JSON without its own "check" field: a record with a flipped
+    bit that still parses is caught too."""
+    rest = {k: v for k, v in record.items() if k != "check"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def record_intact(record: dict) -> bool:
+    """False when the record's check does not match its content (records written before the check: True)."""
+    return "check" not in record or record["check"] == record_check(record)
 
 
 def _by_modality(samples: list[SampleRecord], failures: list[dict]) -> dict:
@@ -124,6 +137,8 @@ def record_problem(out_dir: pathlib.Path, index: int, *, digests: bool = True) -
         return None, f"{name}: record {path.name} unreadable ({type(exc).__name__})"
     if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
         return None, f"{name}: record {path.name} lacks fields"
+    if not record_intact(record):
+        return None, f"{name}: record {path.name} does not match its check (corrupt)"
     for key in ("tokens_file", "index_file"):
         entry = record[key]
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), t) for k, t in

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from .copies import copy_problems
 from .manifest import FAILURES_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, PLAN_FILE
-from .shards import file_sha256
+from .shards import file_sha256, record_intact
 
 _FILE_ENTRY = (("path", str), ("bytes", int), ("sha256", str))
 _SHARD_ENTRY = (("name", str), ("samples", int), ("failures", int), ("tokens", int), ("tokens_file", dict),
@@ -69,6 +69,8 @@ def _check_record(directory: pathlib.Path, shard: dict, problems: list) -> None:
     if not isinstance(record, dict) or record.get("tokens_file") != shard["tokens_file"] or \
             record.get("index_file") != shard["index_file"]:
         problems.append(f"{name}: {record_path.name} disagrees with the manifest")
+    elif not record_intact(record):
+        problems.append(f"{name}: {record_path.name} does not match its check (corrupted record)")
 
 
 def _check_shard(directory: pathlib.Path, shard, dtype: np.dtype, vocab: dict, problems: list) -> None:
