@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import torch
 import yaml
 
+from ..tokenizer.fields import count, count_check, dim_check
 from .config import VQGANConfig, read_config_file
 
 CODEBOOK_KEY = "quantize.codebook"
@@ -262,6 +263,13 @@ def llamagen_to_ours(sd: Mapping[str, torch.Tensor], num_levels: int) -> dict[st
 def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
     """Strict load with errors that list missing/unexpected keys and shape mismatches, codebook first."""
     expected = model.state_dict()
+    check_weights(expected, state, origin)
+    merged = {k: state.get(k, v) for k, v in expected.items()}
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in merged.items()}, strict=True)
+
+
+def check_weights(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """The checks of `load_weights` against a model's state dict (a meta one will do), copying nothing."""
     # quantizer-internal buffers (usage counters, flags) are not in published checkpoints: keep their defaults
     optional = {k for k in expected if k.startswith("quantize.") and k != CODEBOOK_KEY}
     missing = sorted(set(expected) - set(state) - optional)
@@ -278,5 +286,24 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], orig
              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if wrong:
         raise ValueError(f"{origin}: tensor shapes do not match the configured model: {_format_keys(wrong)}")
-    merged = {k: state.get(k, v) for k, v in expected.items()}
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in merged.items()}, strict=True)
+
+
+def field_checks(config: VQGANConfig, state: Mapping[str, torch.Tensor]) -> list:
+    """Which tensor dimension (or block count) each sizing field of `config` must equal (our key names)."""
+    levels = min(count(state, "encoder.down"), len(config.ch_mult))
+    checks = [
+        dim_check("num_codes", config.num_codes, state, CODEBOOK_KEY, 0),
+        dim_check("code_dim", config.code_dim, state, CODEBOOK_KEY, 1),
+        dim_check("ch", config.ch, state, "encoder.conv_in.weight", 0),
+        dim_check("in_channels", config.in_channels, state, "encoder.conv_in.weight", 1),
+        dim_check("z_channels", config.z_channels, state, "encoder.conv_out.weight", 0),
+        dim_check("out_channels", config.out_channels, state, "decoder.conv_out.weight", 0),
+        count_check("len(ch_mult)", len(config.ch_mult), state, "encoder.down"),
+        count_check("num_res_blocks", config.num_res_blocks, state, "encoder.down.0.block"),
+    ]
+    for i in range(levels):
+        checks.append(dim_check(f"ch_mult[{i}]", config.ch_mult[i], state, f"encoder.down.{i}.block.0.conv1.weight",
+                                0, scale=config.ch))
+        checks.append(dim_check(f"decoder_ch_mult[{i}]", config.decoder_ch_mult[i], state,
+                                f"decoder.up.{i}.block.0.conv1.weight", 0, scale=config.ch))
+    return checks

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 CONFIG_FORMAT = "mmtok.image.vqgan"
+MAX_IMAGE_SIZE = 1 << 16  # the default preprocessing side; anything larger is a corrupt or hostile config
 
 
 @dataclass
@@ -39,6 +40,8 @@ class VQGANConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"VQGANConfig: {name} must be a positive int, got {value!r}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"VQGANConfig: image_size {self.image_size} is above {MAX_IMAGE_SIZE}")
         if not self.ch_mult or any(m < 1 for m in self.ch_mult):
             raise ValueError(f"VQGANConfig: ch_mult must be a non-empty list of positive ints, got {self.ch_mult}")
         if len(self.decoder_ch_mult) != len(self.ch_mult) or any(m < 1 for m in self.decoder_ch_mult):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..tokenizer.fields import build_checked
 from ..tokenizer.folder import CONFIG_NAME, WEIGHTS_NAME, read_folder, save_folder
 from ..tokenizer.protocol import IMAGE_AXES, CodeSpec
 from . import checkpoints
@@ -163,7 +164,8 @@ class ImageTokenizer:
 
     @classmethod
     def _with_weights(cls, config: VQGANConfig, state, origin: str, **kwargs) -> "ImageTokenizer":
-        model = VQAutoencoder(config)
+        model = build_checked(lambda: VQAutoencoder(config), checkpoints.field_checks(config, state),
+                              lambda expected: checkpoints.check_weights(expected, state, origin), origin)
         checkpoints.load_weights(model, state, origin)
         return cls(config, model, **kwargs)
 

@@ -356,3 +356,79 @@ def test_23_audio_names_the_real_problem(odd_paths, tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match="permission denied") as info:
         load_audio(wav)
     assert str(wav) in str(info.value) and "System error" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------- 7
+_ABSURD_SCRIPT = r"""
+import json, pathlib, resource, shutil, sys, time
+import torch, yaml
+data, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+from mmtok.audio.codec import AudioCodec
+from mmtok.image import ImageTokenizer
+cases = []
+# taming yaml asking for ch=4096 next to the tiny checkpoint
+doc = yaml.safe_load((data / "taming_tiny" / "config.yaml").read_text())
+doc["model"]["params"]["ddconfig"]["ch"] = 4096
+(out / "big.yaml").write_text(yaml.safe_dump(doc))
+cases.append(("ch=4096", lambda: ImageTokenizer.from_taming(data / "taming_tiny" / "model.ckpt", out / "big.yaml")))
+# our image folder whose config.json says ch=4096, and one with 10^6 levels
+ImageTokenizer.from_taming(data / "taming_tiny" / "model.ckpt", data / "taming_tiny" / "config.yaml").save_pretrained(out / "img")
+config = json.loads((out / "img" / "config.json").read_text())
+for name, change in [("img_ch", {"ch": 4096}), ("img_levels", {"ch_mult": [1] * 10**6, "decoder_ch_mult": None})]:
+    shutil.copytree(out / "img", out / name)
+    inner = config.get("config", config)
+    patched = dict(config, config={**inner, **change}) if "config" in config else {**config, **change}
+    (out / name / "config.json").write_text(json.dumps(patched))
+cases.append(("ch=4096", lambda: ImageTokenizer.from_pretrained(out / "img_ch")))
+cases.append(("len(ch_mult)=1000000", lambda: ImageTokenizer.from_pretrained(out / "img_levels")))
+# DAC kwargs n_codebooks = codebook_size = 10^6, and a codec folder with codebook_size = 10^6
+payload = torch.load(data / "dac_tiny" / "model.pth", weights_only=True)
+payload["metadata"]["kwargs"].update(n_codebooks=10**6, codebook_size=10**6)
+torch.save(payload, out / "dac.pth")
+cases.append(("n_codebooks=1000000", lambda: AudioCodec.from_dac(out / "dac.pth")))
+AudioCodec.from_dac(data / "dac_tiny" / "model.pth").save_pretrained(out / "codec")
+config = json.loads((out / "codec" / "config.json").read_text())
+inner = config.get("config", config)
+inner["codebook_size"] = 10**6
+(out / "codec" / "config.json").write_text(json.dumps(config))
+cases.append(("codebook_size=1000000", lambda: AudioCodec.from_pretrained(out / "codec")))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for field, load in cases:
+    start = time.perf_counter()
+    try:
+        load()
+        print(json.dumps({"field": field, "error": None}))
+    except ValueError as exc:
+        print(json.dumps({"field": field, "error": str(exc), "seconds": time.perf_counter() - start}))
+print(json.dumps({"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
+"""
+
+
+def test_7_absurd_config_sizes_are_refused_before_building(tmp_path, data_dir):
+    """ch=4096 (yaml, config.json), 10^6 levels, DAC kwargs n_codebooks = codebook_size = 10^6, a codec
+    config.json with codebook_size = 10^6: each a quick ValueError naming the field, with flat memory (it was
+    6-8 GB and 20 s, then a RuntimeError at the memory limit)."""
+    import json
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _ABSURD_SCRIPT, str(data_dir / "checkpoints"), str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    *records, peak = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(records) == 5
+    for record in records:
+        assert record["error"] is not None, record
+        assert record["field"] in record["error"].replace(" ", ""), record
+        assert record["seconds"] < 10, record
+    assert peak["peak_mib"] < 200, peak
+
+
+def test_7_config_bounds_without_weights():
+    from mmtok.audio.codec.config import CodecConfig
+    from mmtok.image import VQGANConfig
+
+    with pytest.raises(ValueError, match="image_size"):
+        VQGANConfig(num_codes=4, code_dim=4, z_channels=4, ch=32, image_size=10**9)
+    with pytest.raises(ValueError, match="sample_rate"):
+        CodecConfig(sample_rate=10**12)

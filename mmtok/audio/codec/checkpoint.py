@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...tokenizer.fields import count, count_check, dim_check
 from ..io import existing_file
 from .config import CodecConfig
 
@@ -23,7 +24,12 @@ def _listed(keys: list[str]) -> str:
 
 def load_state_dict_exactly(module: nn.Module, state_dict: dict[str, Any], source: str) -> None:
     """Copy state_dict into module; ValueError naming every missing / unexpected / wrongly shaped key."""
-    expected = module.state_dict()
+    check_state_dict_exactly(module.state_dict(), state_dict, source)
+    module.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True)
+
+
+def check_state_dict_exactly(expected: dict[str, Any], state_dict: dict[str, Any], source: str) -> None:
+    """The checks of `load_state_dict_exactly` against a module's state dict (a meta one will do)."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     problems = []
@@ -44,7 +50,6 @@ def load_state_dict_exactly(module: nn.Module, state_dict: dict[str, Any], sourc
         problems.append(f"wrong shapes/types: {_listed(wrong)}")
     if problems:
         raise ValueError(f"{source}: weights do not fit the codec architecture; " + "; ".join(problems))
-    module.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True)
 
 
 def read_dac_file(path) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
@@ -65,3 +70,28 @@ def read_dac_file(path) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path}: 'state_dict' must be a dict of tensors, got {type(state_dict).__name__}")
     return CodecConfig.from_dac_kwargs(kwargs, source=str(path)), dict(state_dict)
+
+
+def _wn(base: str) -> tuple[str, str]:
+    """A weight-normalised conv's direction tensor under its two names (legacy and parametrizations)."""
+    return f"{base}.weight_v", f"{base}.parametrizations.weight.original1"
+
+
+def field_checks(config: CodecConfig, state: dict[str, Any]) -> list:
+    """Which tensor dimension (or block count) each sizing field of `config` (DAC's kwargs or our config.json)
+    must equal, in DAC's key names."""
+    checks = [
+        count_check("n_codebooks", config.n_codebooks, state, "quantizer.quantizers"),
+        dim_check("codebook_size", config.codebook_size, state, "quantizer.quantizers.0.codebook.weight", 0),
+        dim_check("codebook_dim", config.codebook_dim, state, "quantizer.quantizers.0.codebook.weight", 1),
+        dim_check("latent_dim", config.latent_dim, state, _wn("quantizer.quantizers.0.in_proj"), 1),
+        dim_check("encoder_dim", config.encoder_dim, state, _wn("encoder.block.0"), 0),
+        dim_check("decoder_dim", config.decoder_dim, state, _wn("decoder.model.0"), 0),
+        count_check("len(encoder_rates)", len(config.encoder_rates), state, "encoder.block", require="block.4.",),
+        count_check("len(decoder_rates)", len(config.decoder_rates), state, "decoder.model", require="block.1."),
+    ]
+    for i, rate in enumerate(config.encoder_rates[: count(state, "encoder.block", require="block.4.")]):
+        checks.append(dim_check(f"encoder_rates[{i}]", rate, state, _wn(f"encoder.block.{i + 1}.block.4"), 2, scale=2))
+    for i, rate in enumerate(config.decoder_rates[: count(state, "decoder.model", require="block.1.")]):
+        checks.append(dim_check(f"decoder_rates[{i}]", rate, state, _wn(f"decoder.model.{i + 1}.block.1"), 2, scale=2))
+    return checks

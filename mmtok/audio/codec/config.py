@@ -17,7 +17,8 @@ DAC_DEFAULTS: dict[str, Any] = {
     "codebook_dim": 8,
     "sample_rate": 44100,
 }
-TRAINING_ONLY_KWARGS = ("quantizer_dropout",)  # recorded by DAC, meaningless at inference
+TRAINING_ONLY_KWARGS = ("quantizer_dropout",)
+MAX_SAMPLE_RATE = 768_000  # the highest rate audio hardware records; more is a corrupt or hostile config  # recorded by DAC, meaningless at inference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,8 @@ class CodecConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"codec config: {name} must be a positive int, got {value!r}")
+        if self.sample_rate > MAX_SAMPLE_RATE:
+            raise ValueError(f"codec config: sample_rate {self.sample_rate} is above {MAX_SAMPLE_RATE} Hz")
         for name in ("encoder_rates", "decoder_rates"):
             rates = tuple(getattr(self, name))
             if not rates or any(not isinstance(r, int) or r < 1 for r in rates):

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...tokenizer.fields import build_checked
 from ...tokenizer.folder import read_folder, save_folder
 from ...tokenizer.protocol import AUDIO_AXES, CodeSpec
 from ..io import load_audio, prepare_waveform
 from .blocks import Decoder, Encoder
-from .checkpoint import load_state_dict_exactly, read_dac_file
+from .checkpoint import check_state_dict_exactly, field_checks, load_state_dict_exactly, read_dac_file
 from .chunking import decode_chunked, encode_chunked, output_length
 from .config import CodecConfig
 from .quantizer import ResidualVectorQuantizer
@@ -87,9 +88,15 @@ class AudioCodec(nn.Module):
     def from_dac(cls, path) -> "AudioCodec":
         """Load DAC's own weight file (e.g. the user-downloaded weights_16khz.pth); strict on keys and shapes."""
         config, state_dict = read_dac_file(path)
-        codec = cls(config)
+        codec = cls._checked(config, state_dict, str(path))
         load_state_dict_exactly(codec, state_dict, str(path))
         return codec.eval()
+
+    @classmethod
+    def _checked(cls, config: CodecConfig, state_dict: dict, source: str) -> "AudioCodec":
+        """The codec of `config`, built only once the weights are known to fit it (see tokenizer.fields)."""
+        return build_checked(lambda: cls(config), field_checks(config, state_dict),
+                             lambda expected: check_state_dict_exactly(expected, state_dict, source), source)
 
     def save_pretrained(self, directory) -> pathlib.Path:
         """Write config.json + model.safetensors (DAC's key names) through the shared save layer."""
@@ -100,7 +107,8 @@ class AudioCodec(nn.Module):
         if dtype is not None and dtype not in (torch.float32, "float32", "fp32"):
             raise ValueError(f"{directory}: the codec runs in float32; dtype={dtype!r} is not supported")
         saved = read_folder(directory, expected_format=FORMAT, max_version=1)
-        codec = cls(CodecConfig.from_dict(saved.config, source=str(saved.config_path)))
+        config = CodecConfig.from_dict(saved.config, source=str(saved.config_path))
+        codec = cls._checked(config, saved.tensors, str(saved.weights_path))
         load_state_dict_exactly(codec, saved.tensors, str(saved.weights_path))
         codec.eval()
         return codec.to(device) if device is not None else codec
