@@ -81,6 +81,7 @@ class Constraint:
         self._rows: dict[tuple, int] = {}
         self._masks: list[np.ndarray] = []
         self._tables: dict[tuple, torch.Tensor] = {}
+        self._runs: list[list[tuple[int, int]]] = []
 
     # ---- masks -----------------------------------------------------------------------------------
     def _row(self, key: tuple) -> int:
@@ -92,6 +93,15 @@ class Constraint:
             row = self._rows[key] = len(self._masks)
             self._masks.append(mask)
         return row
+
+    def forbidden_runs(self, row: int) -> list[tuple[int, int]]:
+        """The forbidden ids of one cached mask as [start, end) runs (a handful: the allowed sets are unions of
+        whole ranges), so applying a mask writes only the forbidden scores."""
+        while len(self._runs) <= row:
+            mask = self._masks[len(self._runs)]
+            edges = np.flatnonzero(np.diff(np.concatenate([[True], mask, [True]]).astype(np.int8)))
+            self._runs.append([(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])])
+        return self._runs[row]
 
     def row_of(self, state: "ConstraintState") -> int:
         """Index of the state's allowed mask in the cached table."""
@@ -230,10 +240,21 @@ class ConstraintBatch:
             raise ValueError(f"scores must be (batch={len(self.states)}, >= {self.constraint.vocab.size}), got"
                              f" {tuple(scores.shape)}")
         size = self.constraint.vocab.size
-        forbidden = self.forbidden(scores.device)
-        scores[:, :size].masked_fill_(forbidden, float("-inf"))
+        groups: dict[int, list[int]] = {}
+        for i, row in enumerate(self.rows()):
+            groups.setdefault(row, []).append(i)
+        inf = float("-inf")
+        for row, members in groups.items():
+            runs = self.constraint.forbidden_runs(row)
+            if len(members) == len(self.states):
+                for start, end in runs:
+                    scores[:, start:end] = inf
+            else:
+                index = torch.tensor(members, device=scores.device)
+                for start, end in runs:
+                    scores[index, start:end] = inf
         if scores.shape[1] > size:
-            scores[:, size:] = float("-inf")
+            scores[:, size:] = inf
         return scores
 
 
