@@ -507,3 +507,47 @@ def test_d24_changed_option_refusal_names_field_and_values(tmp_path, photos, run
         run([photos], out, image_size=64)
     with pytest.raises(ValueError, match=r"shard_size: 2 -> 3"):
         run([photos], out, image_size=32, shard_size=3)
+
+
+# ---- 16 (real kills): SIGKILL just before each rename of a run, then the same command ---------------------------------
+KILL_SCRIPT = """
+import os, pathlib, signal, sys
+photos, out, tok_dir, target = sys.argv[1:5]
+real_replace, real_rename = os.replace, os.rename
+
+def kill_before(dst):
+    if str(dst).endswith(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def replace(src, dst, *args, **kwargs):
+    kill_before(dst)
+    return real_replace(src, dst, *args, **kwargs)
+
+def rename(src, dst, *args, **kwargs):
+    kill_before(dst)
+    return real_rename(src, dst, *args, **kwargs)
+
+os.replace, os.rename = replace, rename  # the test's own hook: nothing in mmtok knows about it
+from mmtok.data import tokenize_dataset
+from mmtok.image import ImageTokenizer
+
+tokenize_dataset([photos], out, image_tokenizer=ImageTokenizer.from_pretrained(tok_dir), shard_size=2,
+                 batch_size=2, workers=0, progress=False)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tokenizers/image", "run.json", "shard-00001.json", "failures.jsonl",
+                                    "manifest.json"])
+def test_d16_sigkill_before_each_rename_then_rerun_is_identical(tmp_path, photos, tok_dir, run, target):
+    root = pathlib.Path(__file__).resolve().parents[2]
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    run([photos], clean)
+    proc = subprocess.run([os.sys.executable, "-c", KILL_SCRIPT, str(photos), str(out), str(tok_dir), target],
+                          env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}, cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert list(out.rglob("*.tmp-*")), "the kill left no temporary file: the hook did not fire where intended"
+    run([photos], out)
+    assert output_files(out) == output_files(clean)
+    assert not list(out.rglob("*.tmp-*"))
