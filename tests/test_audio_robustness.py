@@ -96,3 +96,39 @@ def test_streaming_and_batch_equal_one_shot_with_silence(frontend, options, seed
     assert torch.equal(batch[0, :, : int(lengths[0])], tok.encode(x[:30000], 16000))
     silent = tok.encode(torch.zeros(8000), 16000)
     assert torch.equal(batch[2, :, : int(lengths[2])], silent) and silent.unique().numel() == 1
+
+
+def test_defect_11_stream_is_linear_in_the_number_of_chunks_with_flat_memory(seed):
+    """Issue 23, defect 11: 1 ms chunks cost 1.5-5 s of CPU per second of audio and 3.4 GB peak (a buffer
+    concatenated on every push). Now the work is linear in the samples and memory does not grow."""
+    import subprocess
+    import sys
+
+    from mmtok.audio.streaming import FeatureStream
+
+    tok = AudioTokenizer(seed=seed % 1000)
+    x = torch.from_numpy(clean_16k("espeak"))
+    x = torch.cat([x, x])  # 29 s: crosses two 1024-frame blocks
+    for size in (16, 160, 7919):
+        stream = FeatureStream(tok.frontend)
+        for chunk in torch.split(x, size):
+            stream.push(chunk)
+        stream.finish()
+        assert stream.samples_copied <= 2.2 * len(x), (size, stream.samples_copied)
+    # peak memory of 60 s in 1 ms chunks, outputs kept (what fragmented the heap): far below the old gigabytes
+    script = """
+import resource, torch
+from mmtok.audio.tokenizer import AudioTokenizer
+tok = AudioTokenizer()
+x = torch.randn(60 * 16000) * 0.05
+first = tok.encode(x, 16000)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outs = list(tok.stream(lambda: iter(torch.split(x, 16))))
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+assert torch.equal(torch.cat(outs, dim=1), first)
+print(grown)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[-1]) < 64.0, out.stdout

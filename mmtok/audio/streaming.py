@@ -20,6 +20,43 @@ from .io import SAMPLE_RATE, to_float
 from .resample import StreamingResampler
 
 
+class SampleBuffer:
+    """The samples a stream holds between blocks, in one reused allocation.
+
+    Appending copies only the new samples, and dropping consumed samples moves only the (less than a
+    block) remainder to the front, so the work is linear in the samples pushed whatever the chunk sizes,
+    and the memory stays one block plus one chunk. (Concatenating a growing buffer on every push was
+    quadratic in the number of chunks, and small chunks fragmented the heap into gigabytes.)
+    """
+
+    def __init__(self, capacity: int):
+        self._data = torch.empty(max(1, int(capacity)), dtype=torch.float32)
+        self.size = 0
+        self.copied = 0  # samples written or moved so far (what the linearity test counts)
+
+    def append(self, samples: torch.Tensor) -> None:
+        n = samples.numel()
+        if self.size + n > self._data.numel():
+            grown = torch.empty(max(2 * self._data.numel(), self.size + n), dtype=torch.float32)
+            grown[: self.size] = self._data[: self.size]
+            self.copied += self.size
+            self._data = grown
+        self._data[self.size: self.size + n] = samples
+        self.size += n
+        self.copied += n
+
+    def view(self) -> torch.Tensor:
+        return self._data[: self.size]
+
+    def drop(self, count: int) -> None:
+        """Forget the first `count` samples."""
+        rest = self.size - count
+        if rest > 0:
+            self._data[:rest] = self._data[count: self.size].clone()
+            self.copied += rest
+        self.size = max(rest, 0)
+
+
 class FeatureStream:
     """Push mono float32 samples, get (frames, mels) feature blocks; `finish()` returns the tail."""
 
@@ -31,11 +68,16 @@ class FeatureStream:
         self.num_samples = 0  # raw samples received
         self.next_frame = 0
         self._head: list[torch.Tensor] = []  # raw samples held until the left edge can be mirrored
-        self._buffer: torch.Tensor | None = None  # padded signal from sample self._buffer_start on
+        self._buffer: SampleBuffer | None = None  # padded signal from sample self._buffer_start on
         self._buffer_start = 0
         self._keep = frontend.max_pad() + 1  # raw tail kept for mirroring the right edge
         self._tail = torch.zeros(0)
         self.finished = False
+
+    @property
+    def samples_copied(self) -> int:
+        """Samples written into or moved within the stream's buffer so far (linear in the samples pushed)."""
+        return 0 if self._buffer is None else self._buffer.copied
 
     def push(self, samples: torch.Tensor) -> list[torch.Tensor]:
         if self.finished:
@@ -54,9 +96,12 @@ class FeatureStream:
             self._head = []
             left = self.frontend.mirror(head, self.frontend.left_pad, "left") if self.frontend.pad_mode != "none" \
                 else head[:0]
-            self._buffer = torch.cat([left, head])
+            f = self.frontend
+            self._buffer = SampleBuffer((BLOCK_FRAMES + 1) * f.frame_shift + f.frame_length + left.numel())
+            self._buffer.append(left)
+            self._buffer.append(head)
         else:
-            self._buffer = torch.cat([self._buffer, samples])
+            self._buffer.append(samples)
         return self._emit(final=False)
 
     def finish(self) -> list[torch.Tensor]:
@@ -65,19 +110,22 @@ class FeatureStream:
             return []
         self.frontend.check_length(self.num_samples, self.name)
         if self._buffer is None:  # shorter than the mirror length: pad the whole clip at once
-            self._buffer = self.frontend.padded(torch.cat(self._head))
+            padded = self.frontend.padded(torch.cat(self._head))
+            self._buffer = SampleBuffer(padded.numel())
+            self._buffer.append(padded)
             self._head = []
         else:
             right = self.frontend.right_pad(self.num_samples)
             pad = self._tail.new_zeros(right) if self.frontend.pad_mode == "none" else \
                 self.frontend.mirror(self._tail, right, "right")
-            self._buffer = torch.cat([self._buffer, pad])
+            self._buffer.append(pad)
         self.finished = True
         return self._emit(final=True)
 
     def _emit(self, final: bool) -> list[torch.Tensor]:
         f, blocks = self.frontend, []
-        available = len(self._buffer) + self._buffer_start  # padded samples known so far
+        buffer = self._buffer.view()
+        available = len(buffer) + self._buffer_start  # padded samples known so far
         total = f.num_frames(self.num_samples) if final else None
         while True:
             if final:
@@ -89,12 +137,12 @@ class FeatureStream:
                 if (self.next_frame + count - 1) * f.frame_shift + f.frame_length > available:
                     break
             start = self.next_frame * f.frame_shift - self._buffer_start
-            segment = self._buffer[start: start + (count - 1) * f.frame_shift + f.frame_length]
+            segment = buffer[start: start + (count - 1) * f.frame_shift + f.frame_length]
             blocks.append(f.block_features([(segment, count)], self.divisors, self.floor))
             self.next_frame += count
         drop = self.next_frame * f.frame_shift - self._buffer_start
         if drop > 0:
-            self._buffer = self._buffer[drop:].clone()
+            self._buffer.drop(drop)
             self._buffer_start += drop
         return blocks
 
@@ -111,6 +159,26 @@ def mono_chunks(chunks: Iterable, name: str) -> Iterator[torch.Tensor]:
         if not torch.isfinite(chunk.sum()) and not torch.isfinite(chunk).all():  # the sum is the fast check
             raise ValueError(f"{name}: chunk {i} contains NaN or infinite samples")
         yield chunk
+
+
+COALESCE_SAMPLES = 4096  # tiny chunks are joined up to this many samples: per-chunk overhead stays small
+
+
+def coalesced(chunks: Iterable[torch.Tensor], min_samples: int = COALESCE_SAMPLES) -> Iterator[torch.Tensor]:
+    """Mono chunks joined until each holds at least `min_samples` (the last may hold fewer): the same samples
+    in the same order, so every chunking-independent stage gives the same result with far fewer calls."""
+    pending, size = [], 0
+    for chunk in chunks:
+        if size == 0 and chunk.numel() >= min_samples:
+            yield chunk
+            continue
+        pending.append(chunk)
+        size += chunk.numel()
+        if size >= min_samples:
+            yield torch.cat(pending)
+            pending, size = [], 0
+    if pending:
+        yield torch.cat(pending)
 
 
 def resampled(chunks: Iterable[torch.Tensor], sample_rate: float) -> Iterator[torch.Tensor]:

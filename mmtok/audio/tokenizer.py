@@ -25,7 +25,7 @@ from .features import FeatureStats, stack_frames
 from .frontend import BLOCK_FRAMES, FrameFrontend
 from .io import SAMPLE_RATE, audio_info, load_audio, prepare_waveform
 from .relative_floor import FRONTEND_DEFAULTS, LEGACY_VARIANT, VARIANT, PeakLevel, RelativeFloor, clip_level
-from .streaming import AudioTokenStream, mono_chunks, resampled, stream_stats
+from .streaming import AudioTokenStream, coalesced, mono_chunks, resampled, stream_stats
 from .whisper_mel import WhisperLogMel
 
 FRONTENDS = {"kaldi": KaldiFbank, "whisper": WhisperLogMel}
@@ -256,7 +256,9 @@ class AudioTokenizer:
     # ---- long audio ---------------------------------------------------------------------------
     def stream(self, chunks, sample_rate: int = SAMPLE_RATE, *, stats: FeatureStats | None = None,
                name: str = "stream") -> Iterator[torch.Tensor]:
-        """Tokens (num_codebooks, t) per pushed chunk, with bounded memory; together equal to `encode`.
+        """Tokens (num_codebooks, t) as the chunks arrive, with bounded memory; together equal to `encode`.
+
+        Linear in the samples whatever the chunk sizes (tiny chunks are joined first), memory flat.
 
         Statistics: `stats` (or the tokenizer's own) if given; otherwise the exact per-utterance
         statistics from a first pass. The relative-floor variant also needs the clip's level first
@@ -270,16 +272,16 @@ class AudioTokenizer:
         divisor = None
         if self.relative_floor is not None:  # the clip's level: samples only, no spectra
             meter = self.level_meter()
-            for chunk in resampled(mono_chunks(source(), name), sample_rate):
+            for chunk in resampled(coalesced(mono_chunks(source(), name)), sample_rate):
                 meter.push(chunk)
             divisor = self.divisor(meter.value())
         if stats is None:  # the exact statistics of the whole stream
-            stats = stream_stats(self, resampled(mono_chunks(source(), name), sample_rate), name, divisor)
+            stats = stream_stats(self, resampled(coalesced(mono_chunks(source(), name)), sample_rate), name, divisor)
         if source is not None:
             chunks = source()
         tokens = AudioTokenStream(self, stats, name, divisor)
         with torch.no_grad():
-            for chunk in resampled(mono_chunks(chunks, name), sample_rate):
+            for chunk in resampled(coalesced(mono_chunks(chunks, name)), sample_rate):
                 yield tokens.push(chunk)
             yield tokens.finish()
 

@@ -150,5 +150,17 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
         flat = flat.contiguous()
     if codebook.stride(-1) != 1:
         codebook = codebook.contiguous()
-    distances, indices = nearest_code_op(flat, codebook, metric, name)
+    if _needs_op(flat, codebook):
+        distances, indices = nearest_code_op(flat, codebook, metric, name)
+    else:  # the op's own implementation, without the dispatcher's first-call import of torch._dynamo (seconds)
+        indices, distances = _run_backend(flat, codebook, metric, name)
     return indices.reshape(lead), distances.reshape(lead)
+
+
+def _needs_op(x: torch.Tensor, codebook: torch.Tensor) -> bool:
+    """Go through the custom op only where it matters: under torch.compile / tracing, or with autograd."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    if type(x) is not torch.Tensor or type(codebook) is not torch.Tensor:  # fake / functional / other subclasses
+        return True
+    return torch.is_grad_enabled() and (x.requires_grad or codebook.requires_grad)
