@@ -7,6 +7,7 @@ FIFO / socket) before anything opens it. Every media and weight reader goes thro
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pathlib
@@ -58,3 +59,20 @@ def open_failure(path, what: str) -> str | None:
     except OSError as exc:
         return f"{what} {path}: {exc.strerror or exc}"
     return None
+
+
+@contextlib.contextmanager
+def errors_naming(origin, what: str):
+    """Inside: a KeyError / TypeError / AttributeError / IndexError (a file whose content has the wrong shape:
+    a list where an object belongs, a missing key) becomes a ValueError naming `origin` and `what` it should
+    have been, and a plain ValueError that does not name `origin` gets it as a prefix; so every loader fails
+    with one exception type that says which file is at fault."""
+    origin = str(origin)
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"{origin}: not a valid {what} ({type(exc).__name__}: {exc})") from exc
+    except ValueError as exc:
+        if type(exc) is ValueError and origin not in str(exc):
+            raise ValueError(f"{origin}: {exc}") from exc
+        raise

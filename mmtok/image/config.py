@@ -10,6 +10,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from ..paths import errors_naming
+
 CONFIG_FORMAT = "mmtok.image.vqgan"
 MAX_IMAGE_SIZE = 1 << 16  # the default preprocessing side; anything larger is a corrupt or hostile config
 
@@ -81,7 +83,8 @@ class VQGANConfig:
                          and f.default_factory is dataclasses.MISSING)
         if missing:
             raise ValueError(f"{origin}: missing VQ-GAN config keys {missing}")
-        return cls(**data)
+        with errors_naming(origin, "VQ-GAN config"):
+            return cls(**data)
 
 
 def read_config_file(path, parse, error_types, kind: str, what: str):

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..paths import errors_naming
 from .errors import VocabularyMismatchError
 from .text import ByteTokenizer, as_text_tokenizer
 
@@ -190,6 +191,16 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: dict, text_tokenizer: Any = None, *, source: str = "vocabulary") -> "Vocabulary":
+        """The vocabulary a `to_dict` record describes; ValueError naming `source` for any malformed record."""
+        with errors_naming(source, "vocabulary record"):
+            if not isinstance(data, dict):
+                raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+            if not isinstance(data.get("end_of_row"), bool):
+                raise ValueError(f"{source}: end_of_row must be true or false, got {data.get('end_of_row')!r}")
+            return cls._from_record(data, text_tokenizer, source)
+
+    @classmethod
+    def _from_record(cls, data: dict, text_tokenizer: Any, source: str) -> "Vocabulary":
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{source}: unsupported vocabulary format_version {data.get('format_version')!r}")
         text_info = data["text"]
@@ -224,7 +235,12 @@ class Vocabulary:
         path = pathlib.Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"vocabulary file not found: {path}")
-        vocab = cls.from_dict(json.loads(path.read_text()), text_tokenizer, source=str(path))
+        with errors_naming(path, "vocabulary file"):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        vocab = cls.from_dict(record, text_tokenizer, source=str(path))
         if expected_hash is not None:
             vocab.check_hash(expected_hash, source=str(path))
         return vocab

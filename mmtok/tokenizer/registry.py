@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from ..paths import errors_naming
 from .folder import CONFIG_NAME, folder_format, read_config
 from .protocol import code_spec_of
 
@@ -252,6 +253,7 @@ def load(path, *, format: str | None = None, device=None, dtype=None, **options)
         if format not in named:
             raise ValueError(f"format={format!r} is not a known layout; known: {', '.join(named)}")
         layout = named[format]
-    tokenizer = layout.load(p, device=device, dtype=dtype, **options)
+    with errors_naming(p, f"{layout.name} tokenizer"):  # one exception type, naming the path, for every layout
+        tokenizer = layout.load(p, device=device, dtype=dtype, **options)
     code_spec_of(tokenizer, f"{p} ({layout.name} layout)")
     return tokenizer

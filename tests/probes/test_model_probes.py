@@ -432,3 +432,75 @@ def test_7_config_bounds_without_weights():
         VQGANConfig(num_codes=4, code_dim=4, z_channels=4, ch=32, image_size=10**9)
     with pytest.raises(ValueError, match="sample_rate"):
         CodecConfig(sample_rate=10**12)
+
+
+# --------------------------------------------------------------------------------------------------- 19
+def _corrupted_folders(base, root):
+    """Copies of a saved folder with one config field of the wrong type / missing, or broken weights."""
+    import json
+    import shutil
+    import struct
+
+    config = json.loads((base / "config.json").read_text())
+    weights = (base / "model.safetensors").read_bytes()
+    huge = json.dumps({"a": {"dtype": "F32", "shape": [10**12], "data_offsets": [0, 4 * 10**12]}}).encode()
+    cases = {"list": "[1, 2]", "empty": "", "weights_truncated": weights[: len(weights) // 2],
+             "weights_garbage": b"\x00\x01" * 40, "weights_huge_header": struct.pack("<Q", len(huge)) + huge}
+    for key in config:
+        if key in ("format",):
+            continue
+        for tag, value in (("none", None), ("list", [1]), ("dict", {"a": 1}), ("neg", -1), ("str", "x")):
+            cases[f"{key}_{tag}"] = json.dumps({**config, key: value})
+    folders = {}
+    for name, content in cases.items():
+        folder = root / f"{base.name}-{name}"
+        shutil.copytree(base, folder)
+        target = "model.safetensors" if name.startswith("weights_") else "config.json"
+        (folder / target).write_bytes(content if isinstance(content, bytes) else content.encode())
+        folders[name] = folder
+    return folders
+
+
+def test_19_every_loader_failure_is_a_value_error_naming_the_file(tmp_path, data_dir):
+    """Wrong-typed or missing config fields, a non-object config, truncated / garbage / lying safetensors: the
+    family loaders and mmtok.load raise ValueError (or OSError) whose message holds the folder's path; never a
+    bare KeyError, TypeError, AttributeError or SafetensorError."""
+    import mmtok
+    from mmtok.audio.codec import AudioCodec
+    from mmtok.image import ImageTokenizer
+
+    ckpt = data_dir / "checkpoints"
+    ImageTokenizer.from_taming(ckpt / "taming_tiny" / "model.ckpt", ckpt / "taming_tiny" / "config.yaml") \
+        .save_pretrained(tmp_path / "image")
+    AudioCodec.from_dac(ckpt / "dac_tiny" / "model.pth").save_pretrained(tmp_path / "codec")
+    checked = 0
+    for base, loader in ((tmp_path / "image", ImageTokenizer.from_pretrained),
+                         (tmp_path / "codec", AudioCodec.from_pretrained)):
+        for name, folder in _corrupted_folders(base, tmp_path).items():
+            for load in (loader, mmtok.load):
+                try:
+                    load(folder)
+                except (ValueError, OSError) as exc:
+                    assert str(folder) in str(exc), (name, load, str(exc))
+                    checked += 1
+                # a field with a usable default or a None meaning "default" may load; that is fine
+    assert checked > 50
+
+
+def test_19_vocabulary_files_fail_with_the_path(tmp_path):
+    import json
+
+    from mmtok.stream import Vocabulary
+
+    path = Vocabulary(image_codes=16).save(tmp_path / "vocab.json")
+    record = json.loads(path.read_text())
+    cases = {"not_json.json": "{", "list.json": "[]"}
+    for key in ("modalities", "resolution_tokens", "special_tokens", "text", "end_of_row"):
+        for value in (None, [1], "x", -1):
+            cases[f"{key}_{value}.json"] = json.dumps({**record, key: value})
+    for name, text in cases.items():
+        bad = tmp_path / name
+        bad.write_text(text)
+        with pytest.raises(ValueError) as info:
+            Vocabulary.load(bad)
+        assert str(bad) in str(info.value), (name, str(info.value))

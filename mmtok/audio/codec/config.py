@@ -5,6 +5,8 @@ import dataclasses
 import math
 from typing import Any
 
+from ...paths import errors_naming
+
 # DAC's constructor defaults (dac.model.DAC): a file saved by an older DAC lacks some of them (e.g. latent_dim).
 DAC_DEFAULTS: dict[str, Any] = {
     "encoder_dim": 64,
@@ -63,9 +65,10 @@ class CodecConfig:
         if unknown:
             raise ValueError(f"{source}: unknown DAC kwargs {unknown}")
         merged = {**DAC_DEFAULTS, **{k: v for k, v in kwargs.items() if k in DAC_DEFAULTS}}
-        if merged["latent_dim"] is None:
-            merged["latent_dim"] = merged["encoder_dim"] * 2 ** len(merged["encoder_rates"])
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in merged.items()})
+        with errors_naming(source, "DAC kwargs record"):
+            if merged["latent_dim"] is None:
+                merged["latent_dim"] = merged["encoder_dim"] * 2 ** len(merged["encoder_rates"])
+            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in merged.items()})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "CodecConfig":
@@ -73,7 +76,8 @@ class CodecConfig:
         unknown = sorted(set(data) - fields)
         if unknown:
             raise ValueError(f"{source}: unknown codec config keys {unknown}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        with errors_naming(source, "codec config"):
+            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
