@@ -185,6 +185,10 @@ def test_strict_key_and_shape_check_lists_differences(seed):
     assert "missing keys: 1.bias" in message and "unexpected keys: 2.weight" in message
     assert "0.weight (weights [5, 3], model expects [4, 3])" in message and "0.bias (not a tensor: str)" in message
     weights.check_state_dict(module.state_dict(), {**good, "step": torch.ones(1)}, "f", ignored=["step"])
+    bn = torch.nn.BatchNorm1d(3)
+    counted = {**{k: v.clone() for k, v in bn.state_dict().items()}, "num_batches_tracked": torch.tensor(7)}
+    weights.load_exactly(bn, counted, "f", ignored=["num_batches_tracked"], optional=["num_batches_tracked"])
+    assert int(bn.num_batches_tracked) == 0  # an ignored entry is dropped, not loaded
     partial = {k: v for k, v in good.items() if k != "1.bias"}
     weights.load_exactly(module, partial, "f", optional=["1.bias"])
     many = {f"extra{i:02d}": torch.ones(1) for i in range(20)}

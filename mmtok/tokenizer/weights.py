@@ -221,6 +221,9 @@ def load_exactly(module: torch.nn.Module, state: Mapping[str, torch.Tensor], ori
                  optional: Iterable[str] = (), ignored: Iterable[str] = ()) -> None:
     """`check_state_dict`, then copy the weights (floating point ones as fp32) into `module`."""
     expected = module.state_dict()
+    ignored = set(ignored)
     check_state_dict(expected, state, origin, optional=optional, ignored=ignored)
-    merged = {k: state[k] if k in state else v for k, v in expected.items()}
+    # ignored entries are dropped even where the module has the same name (a training-only counter such as
+    # BatchNorm's num_batches_tracked keeps the module's value, so every source loads the same tokenizer)
+    merged = {k: state[k] if k in state and k not in ignored else v for k, v in expected.items()}
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in merged.items()}, strict=True)
