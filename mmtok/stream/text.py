@@ -50,9 +50,15 @@ class ExternalTextTokenizer:
         self.tokenizer = tokenizer
         self.size = _size_of(tokenizer)
         self._hf = hasattr(tokenizer, "get_vocab") and hasattr(tokenizer, "name_or_path")
+        # a `tokenizers.Tokenizer`: encode returns an Encoding (its .ids), special tokens off as for transformers
+        self._tokenizers = hasattr(tokenizer, "token_to_id") and hasattr(tokenizer, "get_vocab_size")
 
     def encode(self, text: str) -> list[int]:
-        ids = self.tokenizer.encode(text, add_special_tokens=False) if self._hf else self.tokenizer.encode(text)
+        if self._hf or self._tokenizers:
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+        else:
+            ids = self.tokenizer.encode(text)
+        ids = getattr(ids, "ids", ids)
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.size]
         if bad:
@@ -61,7 +67,9 @@ class ExternalTextTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         ids = [int(i) for i in ids]
-        return self.tokenizer.decode(ids, skip_special_tokens=False) if self._hf else self.tokenizer.decode(ids)
+        if self._hf or self._tokenizers:
+            return self.tokenizer.decode(ids, skip_special_tokens=False)
+        return self.tokenizer.decode(ids)
 
     def describe(self) -> dict:
         info = {"kind": "external", "size": self.size, "class": type(self.tokenizer).__name__}
@@ -83,6 +91,8 @@ def _size_of(tokenizer: Any) -> int:
             size = value
             break
     else:
+        if callable(getattr(tokenizer, "get_vocab_size", None)):  # tokenizers.Tokenizer, added tokens included
+            return int(tokenizer.get_vocab_size(with_added_tokens=True))
         try:
             size = len(tokenizer)
         except TypeError:

@@ -97,6 +97,14 @@ class Vocabulary:
                                                      audio_codec=audio_codec, video_tokenizer=video_tokenizer),
                    **options)
 
+    @staticmethod
+    def from_convention(name: str, text_tokenizer: Any = None, **options):
+        """A released model's own id layout ("chameleon", "anole", "lumina_mgpt", "emu3", "anygpt", "janus")
+        over that model's text tokenizer: a `mmtok.stream.conventions.Convention` with encode / decode."""
+        from .conventions import convention
+
+        return convention(name, text_tokenizer, **options)
+
     # ---- lookups -------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self.size
