@@ -13,7 +13,7 @@ import pathlib
 
 from .copies import folder_digests
 from .outdir import write_atomic, writing
-from .shards import read_record, record_problem, shard_name
+from .shards import read_record, record_problem
 
 PLAN_FILE, MANIFEST_FILE, FAILURES_FILE = "run.json", "manifest.json", "failures.jsonl"
 FORMAT = "mmtok.token_shards"
