@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from .outdir import TEMP_MARK, normalise_modes, remove, stale_temporaries, writing
+from .outdir import normalise_modes, remove, stale_temporaries, temp_suffix, writing
 from .shards import file_sha256
 
 COPIES = "tokenizers"
@@ -33,7 +33,7 @@ def save_copy(tokenizer, out_dir: pathlib.Path, name: str) -> str:
         parent.mkdir(parents=True, exist_ok=True)
         for leftover in stale_temporaries(parent, f".{name}*"):
             remove(leftover)
-        fresh = parent / f".{name}{TEMP_MARK}{os.getpid()}"
+        fresh = parent / f".{name}{temp_suffix()}"
         remove(fresh)
         tokenizer.save_pretrained(fresh)
         normalise_modes(fresh)
@@ -42,7 +42,7 @@ def save_copy(tokenizer, out_dir: pathlib.Path, name: str) -> str:
             if target.is_dir():
                 if folder_digests(target) == wanted:
                     break
-                old = parent / f".{name}.old{TEMP_MARK}{os.getpid()}"
+                old = parent / f".{name}.old{temp_suffix()}"
                 try:
                     os.rename(target, old)  # stale or damaged: move it aside, then put the fresh copy in place
                 except FileNotFoundError:

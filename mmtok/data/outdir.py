@@ -1,8 +1,10 @@
 """Writing into the output folder: the up-front writability check, atomic writes, one file mode, and
 the clean-up of temporary files a killed process left behind.
 
-Every file of an output folder is written under a temporary name `<final>.tmp-<pid>` and renamed into
-place, so a reader never sees half a file. Files get the mode a plain `open()` gives (0666 less the
+Every file of an output folder is written under a temporary name `<final>.tmp-<host>-<pid>` and renamed
+into place, so a reader never sees half a file. A later run removes the temporary files of a killed
+process: on the same host when that process is gone, from another host (ranks on several machines
+sharing the folder) once the file is older than `FOREIGN_TEMP_SECONDS`. Files get the mode a plain `open()` gives (0666 less the
 umask, 0644 usually) and folders 0777 less the umask, whoever wrote them (safetensors writes 0600).
 A failure to write (read-only file system, permission, disk full) is an `OutputError` naming the path:
 the CLI reports it as a usage error (exit 2) instead of a traceback.
@@ -12,8 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
+import socket
+import time
 
 TEMP_MARK = ".tmp-"
+FOREIGN_TEMP_SECONDS = 3600.0
+HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 WRITE_TEST = ".write-test"
 
 
@@ -62,7 +69,7 @@ def prepare(out_dir: pathlib.Path) -> None:
     """Create the output folder and prove it is writable before any work starts."""
     with writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f"{WRITE_TEST}{TEMP_MARK}{os.getpid()}"
+        probe = out_dir / f"{WRITE_TEST}{temp_suffix()}"
         with open(probe, "wb") as f:
             f.write(b"x")
             f.flush()
@@ -70,8 +77,13 @@ def prepare(out_dir: pathlib.Path) -> None:
         probe.unlink()
 
 
+def temp_suffix() -> str:
+    """`.tmp-<host>-<pid>`: which process writes the file, so a later run can tell a killed write."""
+    return f"{TEMP_MARK}{HOST}-{os.getpid()}"
+
+
 def temporary(path: pathlib.Path) -> pathlib.Path:
-    return path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}")
+    return path.with_name(f"{path.name}{temp_suffix()}")
 
 
 def commit(temporary_path: pathlib.Path, final: pathlib.Path) -> None:
@@ -103,14 +115,22 @@ def _alive(pid: int) -> bool:
     return pid != 0
 
 
+def _stale(path: pathlib.Path) -> bool:
+    owner = path.name.rsplit(TEMP_MARK, 1)[1]
+    host, _, pid = owner.rpartition("-")
+    if not pid.isdigit():
+        return False
+    if host in ("", HOST):  # this machine ("" : a name without the host part)
+        return int(pid) != os.getpid() and not _alive(int(pid))
+    try:
+        return time.time() - path.lstat().st_mtime > FOREIGN_TEMP_SECONDS
+    except OSError:
+        return False
+
+
 def stale_temporaries(folder: pathlib.Path, pattern: str = "*") -> list[pathlib.Path]:
-    """Temporary files / folders (`name.tmp-PID`) in `folder` whose process is gone: a killed write."""
-    stale = []
-    for path in sorted(folder.glob(f"{pattern}{TEMP_MARK}*")):
-        pid = path.name.rsplit(TEMP_MARK, 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            stale.append(path)
-    return stale
+    """Temporary files / folders (`name.tmp-<host>-<pid>`) in `folder` that a killed write left behind."""
+    return [path for path in sorted(folder.glob(f"{pattern}{TEMP_MARK}*")) if _stale(path)]
 
 
 def remove(path: pathlib.Path) -> None:

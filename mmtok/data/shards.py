@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 
 from .assembler import SampleRecord
 from .decoding import Failure
-from .outdir import TEMP_MARK, commit, remove, stale_temporaries, write_atomic
+from .outdir import commit, remove, stale_temporaries, temporary, write_atomic
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("source", pa.string()), ("modality", pa.string()),
@@ -61,7 +60,6 @@ def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtyp
     tokens = np.concatenate([s.ids for s in samples]) if samples else np.zeros(0, dtype=np.int64)
     if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(dtype).max):
         raise ValueError(f"{name}: token ids outside the range of {dtype}")
-    suffix = f"{TEMP_MARK}{os.getpid()}"
     record_path = out_dir / f"{name}.json"
     if record_path.exists():  # rewriting (retry): the shard is incomplete until the new record lands
         record_path.unlink()
@@ -71,7 +69,8 @@ def write_shard(out_dir: pathlib.Path, index: int, results: list, dtype: np.dtyp
     if kill_hook is not None:
         kill_hook("write", index)
 
-    index_path, index_tmp = out_dir / f"{name}.parquet", out_dir / f"{name}.parquet{suffix}"
+    index_path = out_dir / f"{name}.parquet"
+    index_tmp = temporary(index_path)
     table = pa.table({
         "key": [s.key for s in samples], "source": [s.source for s in samples],
         "modality": [s.modality for s in samples], "offset": offsets, "length": lengths,

@@ -376,6 +376,9 @@ def test_d16_killed_rename_leftovers_are_removed_and_a_stale_copy_replaced(tmp_p
     pid = dead_pid()
     for name in ("run.json", "manifest.json", "failures.jsonl"):
         (out / f"{name}.tmp-{pid}").write_text("half")
+    (out / f"run.json.tmp-otherhost-{pid}").write_text("another machine, killed an hour ago")
+    os.utime(out / f"run.json.tmp-otherhost-{pid}", (0, 0))
+    (out / "manifest.json.tmp-otherhost-1").write_text("another machine, writing now")
     (out / "tokenizers" / f".image.tmp-{pid}").mkdir()
     (out / "tokenizers" / f".image.tmp-{pid}" / "config.json").write_text("{")
     stale = ImageTokenizer.from_pretrained(out / "tokenizers" / "image")
@@ -386,6 +389,8 @@ def test_d16_killed_rename_leftovers_are_removed_and_a_stale_copy_replaced(tmp_p
     with pytest.raises(ValueError, match="does not match"):
         TokenShards(out).decode(0)
     run([photos], out)
+    assert (out / "manifest.json.tmp-otherhost-1").exists()  # may be a live write on another machine: kept
+    (out / "manifest.json.tmp-otherhost-1").unlink()
     assert output_files(out) == output_files(clean)
     assert verify(out) == [] and len(TokenShards(out).decode(0)) == 1
 
