@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 # flags that map one to one onto TrainConfig fields: (name, type, help)
 _FIELDS = [
@@ -76,9 +77,20 @@ def build_config(args) -> "TrainConfig":
 def run(args) -> int:
     import torch
 
+    from . import checkpoint as ckpt
     from .trainer import VQGANTrainer
 
     cfg = build_config(args)
+    if args.resume and args.init:
+        raise SystemExit("train-vqgan: give --resume (continue a run) or --init (start from weights), not both")
+    start = None  # the checkpoint to start from, read (and refused, exit 2) before any work
+    source = args.resume or args.init
+    if source and not (args.init and os.path.isdir(source) and not ckpt.is_checkpoint_dir(source)):
+        try:
+            start = ckpt.load_checkpoint(source)
+        except (ValueError, OSError) as exc:
+            print(f"train-vqgan: {'--resume' if args.resume else '--init'}: {exc}", file=sys.stderr)
+            return 2
     device = args.device or ("cuda" if torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else "cpu")
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
@@ -88,12 +100,12 @@ def run(args) -> int:
 
         perceptual = LPIPS.from_file(cfg.lpips_weights)
     trainer = VQGANTrainer(cfg, args.images, device=device, perceptual=perceptual)
-    if args.resume and args.init:
-        raise SystemExit("train-vqgan: give --resume (continue a run) or --init (start from weights), not both")
     if args.resume:
-        trainer.resume(args.resume)
+        trainer.load_state_dict(start)
+    elif start is not None:
+        trainer.init_from_state(start)
     elif args.init:
-        trainer.init_weights(args.init)
+        trainer.init_weights(args.init)  # a tokenizer directory
     if trainer.rank == 0:
         os.makedirs(cfg.out_dir, exist_ok=True)
         with open(os.path.join(cfg.out_dir, "train_config.json"), "w", encoding="utf-8") as f:

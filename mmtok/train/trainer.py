@@ -252,9 +252,14 @@ class VQGANTrainer:
             if hasattr(quantizer, "initialized"):
                 quantizer.initialized.fill_(True)
         else:
-            state = ckpt.load_checkpoint(path)
-            self.raw.load_state_dict(state["model"])
-            self.disc.load_state_dict(state["disc"])
+            self.init_from_state(ckpt.load_checkpoint(path))
+            return
+        self.raw.vq.quantize._needs_rank_sync = True  # rank 0's copy wins at the first update
+
+    def init_from_state(self, state: dict) -> None:
+        """`init_weights` from an already read training checkpoint (generator, codebook statistics, discriminator)."""
+        self.raw.load_state_dict(state["model"])
+        self.disc.load_state_dict(state["disc"])
         self.raw.vq.quantize._needs_rank_sync = True  # rank 0's copy wins at the first update
 
     @torch.no_grad()

@@ -75,6 +75,26 @@ def test_2_no_loader_runs_code_from_a_checkpoint(tmp_path, seed):
     assert not os.path.exists(marker)
 
 
+def test_2_cli_refuses_a_hostile_checkpoint_before_work(tmp_path, seed):
+    """`mmtok train-vqgan --init FILE` / `--resume FILE` with the payload: exit 2, the file named on stderr, no
+    code run, nothing trained or written."""
+    import json
+
+    from PIL import Image as PILImage
+    from test_train_loop import TINY, smooth_photos
+
+    from mmtok.__main__ import main
+
+    marker, files = _hostile_files(tmp_path)
+    photo = smooth_photos(1, torch.Generator().manual_seed(seed))[0]
+    PILImage.fromarray(photo.permute(1, 2, 0).numpy()).save(tmp_path / "p.png")
+    out = tmp_path / "run"
+    for flag in ("--init", "--resume"):
+        code = main(["train-vqgan", str(tmp_path / "p.png"), "--out-dir", str(out), "--model", json.dumps(TINY),
+                     "--crop", "16", "--min-side", "32", "--steps", "1", "--no-bf16", flag, files[0]])
+        assert code == 2 and not os.path.exists(marker) and not out.exists()
+
+
 def test_2_train_state_round_trips_without_pickle(tmp_path, seed):
     """The checkpoint is plain safetensors + JSON: it opens with safetensors alone and restores every piece of
     state (optimizer int keys, tuples, NumPy's uint32 key, Python's RNG tuple) exactly."""
