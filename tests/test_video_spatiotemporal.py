@@ -98,13 +98,17 @@ def test_streams_refuse_tokenizers_of_the_wrong_kind(emu3):
 def test_tokenize_dataset_with_a_video_tokenizer(emu3, tmp_path):
     from data_fixtures import write_video
 
-    from mmtok.data import TokenShards, tokenize_dataset
+    from mmtok.data import TokenShards
 
     (tmp_path / "in").mkdir()
     write_video(tmp_path / "in" / "clip.mp4", np.random.default_rng(1), seconds=0.8, fps=10, size=(20, 20),
                 with_audio=False)
-    tokenize_dataset([tmp_path / "in"], tmp_path / "out", video_tokenizer=emu3, image_size=SIZE, video_fps=None,
-                     video_max_frames=5, workers=0, progress=False, max_grid=8)
+    from mmtok.__main__ import main
+
+    # through the CLI: --video-tokenizer takes anything mmtok.load reads
+    assert main(["tokenize", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--video-tokenizer",
+                 str(DATA / "emu3" / "model"), "--image-size", str(SIZE), "--video-max-frames", "5",
+                 "--video-fps", "100", "--workers", "0", "--no-progress", "--max-grid", "8"]) == 0
     shards = TokenShards(tmp_path / "out")
     assert set(shards.manifest["tokenizers"]) == {"video"}
     sample = shards[0]

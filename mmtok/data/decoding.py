@@ -108,7 +108,7 @@ class WorkerBatch:
 
     def _encode(self, waveforms: list) -> list:
         tok = self.audio_tokenizer
-        codes, lengths = tok.encode_batch(waveforms, tok.sample_rate)
+        codes, lengths = tok.encode_batch(waveforms, tok.code_spec.sample_rate)
         return [codes[i, :, : int(n)].clone() for i, n in enumerate(lengths)]
 
     def _encode_one(self, waveform, name: str):

@@ -10,20 +10,26 @@ import argparse
 import pathlib
 
 from .._cli import encode_files, for_each_file, load_codes
+from .preprocess import to_pil
 
 
 def _load_tokenizer(args):
+    from ..tokenizer import load
+    from ..tokenizer.protocol import expect_modality
     from .tokenizer import ImageTokenizer
 
     kwargs = {"dtype": "bf16"} if getattr(args, "bf16", False) else {}
     if args.tokenizer is None:
         return ImageTokenizer.default(**kwargs)
-    return ImageTokenizer.from_pretrained(args.tokenizer, **kwargs)
+    tokenizer = load(args.tokenizer, **kwargs)
+    expect_modality(tokenizer, "image", f"--tokenizer {args.tokenizer}")
+    return tokenizer
 
 
 def _add_tokenizer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", type=pathlib.Path, default=None,
-                        help="ImageTokenizer directory (config.json + model.safetensors); default: the shipped one")
+                        help="an image tokenizer, anything mmtok.load reads (docs/tokenizer-zoo.md); default: the "
+                             "shipped one")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
 
 
@@ -44,7 +50,7 @@ def _convert(args) -> int:
 def _encode(args) -> int:
     tok = _load_tokenizer(args)
     return encode_files(args.images, args.out, lambda path: tok.encode([path], size=args.size, mode=args.mode)[0],
-                        tok.num_codes)
+                        tok.code_spec.codebook_size)
 
 
 def _decode(args) -> int:
@@ -58,7 +64,7 @@ def _decode(args) -> int:
         if codes.ndim != 2:
             raise ValueError(f"expected codes of shape (h, w), got {codes.shape}")
         target = args.out / f"{path.stem}.png"
-        tok.decode_to_pil(codes)[0].save(target)
+        to_pil(tok.decode(codes))[0].save(target)
         return str(target)
 
     return for_each_file(args.codes, decode_one)

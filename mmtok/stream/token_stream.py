@@ -148,7 +148,7 @@ class TokenStream:
                     clip.waveform = torch.zeros(0)
                 else:
                     clip.waveform = self.audio_codec.decode(clip.codes)
-                clip.sample_rate = int(self.audio_codec.sample_rate)
+                clip.sample_rate = int(self.audio_codec.code_spec.sample_rate)
 
     # ---- conversation files ------------------------------------------------------------------------
     def encode_qwen_vl(self, path, **options):
