@@ -1,9 +1,13 @@
 """Nearest-code lookup speed: every mmtok backend vs torch cdist+argmin, torch chunked addmm+argmin,
-faiss-cpu IndexFlatL2 (k=1) and the GEMM alone (torch.mm over the same FLOPs, no argmin: the ceiling a
-GEMM-based lookup cannot beat). One process, same inputs, median of repeats; prints a table of times,
-speed-ups and % of the GEMM throughput, and writes benchmarks/results/nearest_code.json.
+faiss-cpu (k=1: IndexFlatL2 for l2, IndexFlatIP for dot, IndexFlatIP on l2-normalised copies for cosine, the
+normalisation of the queries timed with it) and the GEMM alone (torch.mm over the same FLOPs, no argmin: the
+ceiling a GEMM-based lookup cannot beat). For every metric (l2, cosine, dot; dot also at IBQ's K = 131,072,
+D = 256) and every CPU instruction set the machine has (the C++ kernel is forced to each in turn with
+`set_cpu_capability`; `mmtok info` names the default). One process, same inputs, median of repeats; prints a
+table of times, speed-ups and % of the GEMM throughput, and writes benchmarks/results/nearest_code.json.
 
-    python benchmarks/nearest_code.py [--quick] [--n 65536] [--skip-memory]
+    python benchmarks/nearest_code.py [--quick] [--n 65536] [--metrics l2,cosine,dot] [--isa avx512,avx2]
+                                      [--skip-memory]
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import mmtok  # noqa: E402
 from mmtok.ops import backends  # noqa: E402
 
 SHAPES = [(1024, 256), (16384, 8), (8192, 16), (16384, 256)]
+IBQ_SHAPE = (131072, 256)  # Emu3.5 / Apertus IBQ codebook (dot only)
+IBQ_N = 8192
 CHUNK_ELEMENTS = 1 << 24  # rows per chunk for the chunked baselines: 64 MiB of fp32 scores
 
 
@@ -43,41 +49,60 @@ def gemm_alone(x, c):
         torch.mm(x[s : s + rows], ct)
 
 
-def faiss_index(c):
+def faiss_search(c, metric):
+    """A function x -> faiss k=1 search for the metric (None without faiss)."""
     try:
         import faiss
     except Exception:
         return None
-    index = faiss.IndexFlatL2(c.shape[1])
-    index.add(c.numpy())
-    return index
+    import numpy as np
+
+    book = c.numpy().copy()
+    if metric == "cosine":
+        faiss.normalize_L2(book)
+    index = (faiss.IndexFlatL2 if metric == "l2" else faiss.IndexFlatIP)(c.shape[1])
+    index.add(book)
+
+    def search(xn):
+        if metric == "cosine":
+            xn = np.array(xn, copy=True)
+            faiss.normalize_L2(xn)
+        return index.search(xn, 1)
+
+    return search
 
 
-def bench_shape(n, k, d, device, dtype, quick):
+def bench_shape(n, k, d, device, dtype, quick, metric="l2", isa=None):
     g = torch.Generator(device="cpu").manual_seed(n + k + d)
     x = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
     c = torch.randn(k, d, generator=g).to(device=device, dtype=dtype)
     flops = 2.0 * n * k * d
     repeats = 3 if quick else 5
-    row = {"N": n, "K": k, "D": d, "dtype": str(dtype).replace("torch.", ""), "device": device.type, "ms": {}}
+    row = {"N": n, "K": k, "D": d, "metric": metric, "isa": isa or "-", "dtype": str(dtype).replace("torch.", ""),
+           "device": device.type, "ms": {}}
     ref = None
     for name in backends.BACKENDS:
         if backends.unavailable_reason(name, device) is not None or name == "torch":
             continue
-        t = median_seconds(lambda: mmtok.nearest_code(x, c, backend=name), repeats=repeats, device=device)
+        t = median_seconds(lambda: mmtok.nearest_code(x, c, metric=metric, backend=name), repeats=repeats, device=device)
         row["ms"][f"mmtok_{name}"] = t * 1e3
-        idx = mmtok.nearest_code(x[:4096], c, backend=name)[0]
+        idx = mmtok.nearest_code(x[:4096], c, metric=metric, backend=name)[0]
         ref = idx if ref is None else ref
         row.setdefault("agree_first_4096", {})[name] = float((idx == ref).float().mean())
-    row["ms"]["mmtok_torch_reference"] = median_seconds(lambda: mmtok.nearest_code(x, c, backend="torch"), repeats=1 if quick else 3, device=device) * 1e3
-    row["ms"]["torch_cdist_argmin"] = median_seconds(lambda: torch_cdist_argmin(x, c), repeats=1 if quick else 3, warmup=0 if quick else 1, device=device) * 1e3
-    row["ms"]["torch_chunked_addmm_argmin"] = median_seconds(lambda: torch_chunked_addmm_argmin(x, c), repeats=repeats, device=device) * 1e3
+    row["ms"]["mmtok_torch_reference"] = median_seconds(lambda: mmtok.nearest_code(x, c, metric=metric, backend="torch"), repeats=1 if quick else 3, device=device) * 1e3
+    if metric == "l2":
+        row["ms"]["torch_cdist_argmin"] = median_seconds(lambda: torch_cdist_argmin(x, c), repeats=1 if quick else 3, warmup=0 if quick else 1, device=device) * 1e3
+        row["ms"]["torch_chunked_addmm_argmin"] = median_seconds(lambda: torch_chunked_addmm_argmin(x, c), repeats=repeats, device=device) * 1e3
+    else:  # the dense baseline users write: mm + argmax (cosine: on normalised copies)
+        norm = torch.nn.functional.normalize
+        dense = (lambda: (x @ c.T).argmax(1)) if metric == "dot" else (lambda: (norm(x, dim=1) @ norm(c, dim=1).T).argmax(1))
+        row["ms"]["torch_mm_argmax"] = median_seconds(dense, repeats=1 if quick else 3, device=device) * 1e3
     row["ms"]["gemm_alone"] = median_seconds(lambda: gemm_alone(x, c), repeats=repeats, device=device) * 1e3
     if device.type == "cpu" and dtype == torch.float32:
-        index = faiss_index(c)
-        if index is not None:
+        search = faiss_search(c, metric)
+        if search is not None:
             xn = x.numpy()
-            row["ms"]["faiss_IndexFlatL2"] = median_seconds(lambda: index.search(xn, 1), repeats=repeats) * 1e3
+            row["ms"]["faiss_IndexFlat" + ("L2" if metric == "l2" else "IP")] = median_seconds(lambda: search(xn), repeats=repeats) * 1e3
     fastest = min(v for key, v in row["ms"].items() if key.startswith("mmtok_") and key != "mmtok_torch_reference")
     row["mmtok_best_ms"] = fastest
     row["speedup_vs"] = {key: v / fastest for key, v in row["ms"].items() if not key.startswith("mmtok_")}
@@ -105,27 +130,47 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=65536, help="rows on CPU (GPU uses 1M)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and only the two small-D shapes")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--metrics", default="l2,cosine,dot", help="comma-separated: l2, cosine, dot")
+    parser.add_argument("--isa", default="avx512,avx2", help="CPU instruction sets to force in turn (those present)")
     args = parser.parse_args(argv)
 
-    print(mmtok.info())
+    info = mmtok.info()
+    print(info)
+    from mmtok.ops import set_cpu_capability
+
+    isas = [isa for isa in args.isa.split(",") if set_cpu_capability(isa) == isa]
+    set_cpu_capability("")
+    print(f"default CPU kernel: {info.get('cpu_capability')}; benchmarked: {isas or ['(no C++ extension)']}")
     shapes = SHAPES[1:3] if args.quick else SHAPES
+    metrics = args.metrics.split(",")
     results = []
-    runs = [(torch.device("cpu"), torch.float32, args.n)]
+    for isa in isas or [None]:
+        if isa is not None:
+            set_cpu_capability(isa)
+        for metric in metrics:
+            cases = [(k, d, args.n) for k, d in shapes]
+            if metric == "dot" and not args.quick:
+                cases.append((*IBQ_SHAPE, IBQ_N))
+            for k, d, n in cases:
+                results.append(bench_shape(n, k, d, torch.device("cpu"), torch.float32, args.quick, metric, isa))
+                r = results[-1]
+                print(f"done cpu {isa} {metric} N={n} K={k} D={d}: mmtok {r['mmtok_best_ms']:.1f} ms", flush=True)
+    set_cpu_capability("")
     if torch.cuda.is_available():
-        runs += [(torch.device("cuda"), torch.float32, 1 << 20), (torch.device("cuda"), torch.bfloat16, 1 << 20)]
-    for device, dtype, n in runs:
-        for k, d in shapes:
-            results.append(bench_shape(n, k, d, device, dtype, args.quick))
-            r = results[-1]
-            print(f"done {device.type} {r['dtype']} N={n} K={k} D={d}: mmtok {r['mmtok_best_ms']:.1f} ms", flush=True)
+        for dtype in (torch.float32, torch.bfloat16):
+            for metric in metrics:
+                for k, d in shapes:
+                    results.append(bench_shape(1 << 20, k, d, torch.device("cuda"), dtype, args.quick, metric))
 
     columns = sorted({key for r in results for key in r["ms"]})
+    keys = ["device", "isa", "metric", "dtype", "N", "K", "D"]
     print("\ntimes (ms, median)")
-    print_table(["device", "dtype", "N", "K", "D"] + columns, [[r["device"], r["dtype"], r["N"], r["K"], r["D"]] + [r["ms"].get(c) for c in columns] for r in results])
+    print_table(keys + columns, [[r[k] for k in keys] + [r["ms"].get(c) for c in columns] for r in results])
     baselines = sorted({key for r in results for key in r["speedup_vs"]})
     print("\nspeed-up of the fastest mmtok backend over each baseline (x), % of GEMM-alone throughput, TFLOP/s")
-    print_table(["device", "dtype", "K", "D"] + [f"vs {b}" for b in baselines] + ["% of GEMM", "TFLOP/s", "GEMM TFLOP/s"],
-                [[r["device"], r["dtype"], r["K"], r["D"]] + [r["speedup_vs"].get(b) for b in baselines] + [r["pct_of_gemm_throughput"], r["tflops"], r["gemm_tflops"]] for r in results])
+    keys = ["device", "isa", "metric", "K", "D"]
+    print_table(keys + [f"vs {b}" for b in baselines] + ["% of GEMM", "TFLOP/s", "GEMM TFLOP/s"],
+                [[r[k] for k in keys] + [r["speedup_vs"].get(b) for b in baselines] + [r["pct_of_gemm_throughput"], r["tflops"], r["gemm_tflops"]] for r in results])
     memory = None
     if not args.skip_memory:
         memory = memory_probe(1_000_000, 16384, 8)

@@ -73,4 +73,17 @@ def info() -> dict:
     return report
 
 
+def set_cpu_capability(isa: str = "") -> str | None:
+    """Force the C++ CPU kernel's instruction set ("avx512", "avx2", "portable"; "" = the best the CPU has,
+    as MMTOK_CPU_CAPABILITY does at start-up) and return the one now in use (an unsupported request falls back
+    to the best available); None without the extension. For tests and benchmarks of every ISA path."""
+    if isa not in ("", "avx512", "avx2", "portable"):
+        raise ValueError(f"set_cpu_capability: expected '', 'avx512', 'avx2' or 'portable', got {isa!r}")
+    mod = _extension.load()[0]
+    if mod is None:
+        return None
+    mod.set_cpu_capability(isa)
+    return mod.cpu_capability()
+
+
 _extension.load()  # once, at import: resolving a backend inside a compiled region then reads a constant
