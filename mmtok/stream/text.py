@@ -79,7 +79,9 @@ class ExternalTextTokenizer:
         get_vocab = getattr(self.tokenizer, "get_vocab", None)
         if callable(get_vocab):
             # The token -> id table identifies the tokenizer better than its name does.
-            table = json.dumps(sorted((str(k), int(v)) for k, v in get_vocab().items()), ensure_ascii=False)
+            # (ids below the size fixed at wrapping time: tokens appended later, e.g. mmtok's own, leave it alone)
+            table = json.dumps(sorted((str(k), int(v)) for k, v in get_vocab().items() if int(v) < self.size),
+                               ensure_ascii=False)
             info["vocab_sha256"] = hashlib.sha256(table.encode("utf-8")).hexdigest()
         return info
 
@@ -113,6 +115,6 @@ def as_text_tokenizer(tokenizer: Any | None) -> TextTokenizer:
     """None -> ByteTokenizer; a ByteTokenizer/adapter as is; anything else wrapped."""
     if tokenizer is None:
         return ByteTokenizer()
-    if isinstance(tokenizer, (ByteTokenizer, ExternalTextTokenizer)):
+    if isinstance(tokenizer, (ByteTokenizer, ExternalTextTokenizer)) or getattr(tokenizer, "is_mmtok_text_tokenizer", False):
         return tokenizer
     return ExternalTextTokenizer(tokenizer)
