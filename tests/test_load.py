@@ -223,6 +223,19 @@ def test_load_gives_upstream_codes():
     assert bf16.dtype == torch.bfloat16
 
 
+def test_taming_release_folder(tmp_path):
+    import shutil as sh
+
+    (tmp_path / "tokenizer").mkdir()
+    sh.copy(CKPT / "taming_tiny" / "model.ckpt", tmp_path / "tokenizer" / "vqgan.ckpt")
+    sh.copy(CKPT / "taming_tiny" / "config.yaml", tmp_path / "tokenizer" / "vqgan.yaml")
+    (tmp_path / "tokenizer" / "text_tokenizer.json").write_text("{}")
+    assert registry.detect_layout(tmp_path / "tokenizer").name == "taming"
+    io = np.load(CKPT / "taming_tiny" / "io.npz")
+    tok = mmtok.load(tmp_path / "tokenizer")
+    assert torch.equal(tok.encode(torch.from_numpy(io["x"])), torch.from_numpy(io["indices"]))
+
+
 def test_unknown_layout_lists_the_layouts(tmp_path):
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text('{"model_type": "not_a_tokenizer"}')

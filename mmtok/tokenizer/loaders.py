@@ -49,6 +49,11 @@ def load_taming(path, *, device=None, dtype=None, config_path=None, **options):
     from ..image.tokenizer import ImageTokenizer
 
     path = pathlib.Path(path)
+    if path.is_dir():  # a release folder: its only .ckpt (detection checked there is exactly one)
+        ckpts = sorted(path.glob("*.ckpt"))
+        if len(ckpts) != 1:
+            raise ValueError(f"{path}: a taming folder holds one .ckpt checkpoint, found {len(ckpts)}")
+        path = ckpts[0]
     if config_path is None:
         yamls = sorted(path.parent.glob("*.yaml"))
         if len(yamls) != 1:

@@ -85,7 +85,12 @@ def _magvit2(probe: Probe) -> bool:
 
 
 def _taming(probe: Probe) -> bool:
-    return not probe.is_dir and probe.suffix == ".ckpt"
+    """A `.ckpt` file, or a folder without a config.json holding exactly one `.ckpt` and one `.yaml` (the
+    original Chameleon release's `tokenizer/` folder: vqgan.ckpt + vqgan.yaml)."""
+    if not probe.is_dir:
+        return probe.suffix == ".ckpt"
+    return probe.config is None and not (probe.path / CONFIG_NAME).exists() and \
+        len(list(probe.path.glob("*.ckpt"))) == 1 and len(list(probe.path.glob("*.yaml"))) == 1
 
 
 def _torch_payload_keys(probe: Probe) -> set[str] | None:
