@@ -22,11 +22,16 @@ def folder_digests(folder: pathlib.Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): file_sha256(p) for p in files}
 
 
+def copy_folder(name: str) -> str:
+    """Where the copy of tokenizer `name` ("image", "audio", "video") lives, relative to the output."""
+    return f"{COPIES}/{name}"
+
+
 def save_copy(tokenizer, out_dir: pathlib.Path, name: str) -> str:
     """save_pretrained into out_dir/tokenizers/name unless an identical copy is there; returns the
     relative folder. Safe against a kill at any moment (leftovers of a dead process are removed on the
     next run) and against several ranks doing it at once (they write identical bytes)."""
-    relative = f"{COPIES}/{name}"
+    relative = copy_folder(name)
     target = out_dir / relative
     parent = target.parent
     with writing(target):

@@ -23,7 +23,7 @@ from ..tokenizer.protocol import code_spec_of
 from . import manifest as mf
 from . import outdir
 from .assembler import SampleRecord, ShardAssembler
-from .copies import save_copy
+from .copies import copy_folder, save_copy
 from .decoding import DecodeOptions, DecodingDataset, Failure, Work, WorkerBatch
 from .discovery import discover
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO, items_hash
@@ -115,10 +115,9 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
         for name in (mf.PLAN_FILE, mf.MANIFEST_FILE, mf.FAILURES_FILE, outdir.WRITE_TEST):  # killed writes
             for leftover in outdir.stale_temporaries(out_dir, name):
                 outdir.remove(leftover)
-        tokenizers = {}
-        for name, tok in (("image", image_tokenizer), ("audio", audio_tokenizer), ("video", video_tokenizer)):
-            if tok is not None:
-                tokenizers[name] = describe(tok, save_copy(tok, out_dir, name))
+    given = {name: tok for name, tok in (("image", image_tokenizer), ("audio", audio_tokenizer),
+                                         ("video", video_tokenizer)) if tok is not None}
+    tokenizers = {name: describe(tok, copy_folder(name)) for name, tok in given.items()}
     total_shards = mf.num_shards(len(items), shard_size)
     plan = {
         "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "mmtok_version": __version__,
@@ -128,7 +127,10 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
         "inputs": {"paths": absolute, "count": len(items), "sha256": items_hash(items)},
         "shard_size": shard_size, "num_shards": total_shards,
     }
-    mf.check_or_write_plan(out_dir, plan)
+    mf.check_or_write_plan(out_dir, plan)  # before the copies: a refused run must not touch the old run's copies
+    with outdir.writing(out_dir):
+        for name, tok in given.items():
+            save_copy(tok, out_dir, name)
 
     works, carried, done_before, redone, failures_before = [], {}, 0, [], 0
     for shard in mf.shards_of_rank(total_shards, rank, world_size):

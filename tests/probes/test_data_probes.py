@@ -513,6 +513,22 @@ def test_d24_changed_option_refusal_names_field_and_values(tmp_path, photos, run
         run([photos], out, image_size=32, shard_size=3)
 
 
+def test_d24_a_refused_tokenizer_leaves_the_runs_copy_alone(tmp_path, photos, run, image_tok):
+    import copy
+
+    import torch
+
+    out = tmp_path / "out"
+    run([photos], out)
+    before = output_files(out)
+    other = copy.deepcopy(image_tok)
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match=r"tokenizers\.image\.hash: \""):
+        run([photos], out, image_tokenizer=other)
+    assert output_files(out) == before  # the copy that decodes these tokens is untouched
+
+
 # ---- 16 (real kills): SIGKILL just before each rename of a run, then the same command ---------------------------------
 KILL_SCRIPT = """
 import os, pathlib, signal, sys
