@@ -11,7 +11,8 @@ This package sits below the tokenizer families (`mmtok.image`, `mmtok.audio`, `m
 """
 from __future__ import annotations
 
-from .protocol import CodeSpec, Tokenizer, code_spec_of
-from .registry import LAYOUTS, Layout, detect_layout, load
+from .protocol import CodeSpec, StreamingVideoEncoder, Tokenizer, code_spec_of, expect_modality
+from .registry import LAYOUTS, Layout, detect_layout, layout_names, load
 
-__all__ = ["CodeSpec", "Tokenizer", "code_spec_of", "LAYOUTS", "Layout", "detect_layout", "load"]
+__all__ = ["CodeSpec", "Tokenizer", "StreamingVideoEncoder", "code_spec_of", "expect_modality", "LAYOUTS", "Layout",
+           "detect_layout", "layout_names", "load"]
