@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-
-from mmtok.tokenizer import detect_layout, load
+import mmtok
+from mmtok.tokenizer import Tokenizer, detect_layout, load
+from mmtok.tokenizer.protocol import StreamingVideoEncoder
 from mmtok.video.emu3 import Emu3ImageTokenizer, Emu3Tokenizer
 
 DATA = pathlib.Path(__file__).parent / "data" / "emu3"
@@ -49,6 +50,10 @@ def test_layout_detected(tok):
     spec = tok.code_spec
     assert spec.modality == "video" and spec.axes == ("t", "h", "w")
     assert spec.codebook_sizes == (300,) and spec.downsample == (4, 4, 4)
+    assert spec.temporal_downsample == 4 and spec.spatial_downsample == 4
+    assert isinstance(tok, Tokenizer) and isinstance(tok, StreamingVideoEncoder)
+    assert isinstance(tok.as_image_tokenizer(), Tokenizer)
+    assert isinstance(mmtok.load(MODEL), Emu3Tokenizer)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -216,3 +221,20 @@ def test_bad_codes_and_inputs_are_refused(tok):
 def test_latent_timestamps(tok):
     times = torch.arange(12, dtype=torch.float64) / 24.0
     assert torch.equal(tok.latent_timestamps(times), torch.tensor([0.0, 4 / 24, 8 / 24], dtype=torch.float64))
+
+
+def test_compiles_without_graph_breaks(tok, ref):
+    """The per-frame encoder / decoder and the temporal stacks trace as single graphs (torch.compile-friendly)."""
+    model = tok.model
+    frames = _t(ref["image"]).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        z = model.encode_frames(frames)
+        compiled = torch.compile(model.encode_frames, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(frames), z, atol=1e-5, rtol=0)
+        video_z = z.unsqueeze(2).expand(-1, -1, 4, -1, -1)
+        temporal = torch.compile(model.encode_temporal, backend="eager", fullgraph=True)
+        torch.testing.assert_close(temporal(video_z), model.encode_temporal(video_z), atol=1e-5, rtol=0)
+        hidden, quant = model.decode_temporal(_t(ref["image_codes"]).long().unsqueeze(1))
+        h, q = (t[:, :, 0].contiguous(memory_format=torch.channels_last) for t in (hidden, quant))
+        decode = torch.compile(model.decode_frames, backend="eager", fullgraph=True)
+        torch.testing.assert_close(decode(h, q), model.decode_frames(h, q), atol=1e-5, rtol=0)

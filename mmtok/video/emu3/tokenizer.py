@@ -19,22 +19,19 @@ reproduced (codes equal, pixels within 1e-4 in fp32), and scheduled differently 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
 from ...tokenizer.folder import read_folder, save_folder
-from ...tokenizer.protocol import CodeSpec
+from ...tokenizer.protocol import IMAGE_AXES, VIDEO_AXES, CodeSpec
 from ...tokenizer.weights import load_exactly
 from .config import CONFIG_FORMAT, Emu3Config
 from .layers import TemporalState
 from .model import Emu3VQVAE
 
 FORMAT_VERSION = 1
-VIDEO_AXES = ("t", "h", "w")
-IMAGE_AXES = ("h", "w")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 # training-only entries of a transformers Emu3VQVAE state dict (BatchNorm step counters): dropped on load
@@ -53,9 +50,8 @@ def resolve_dtype(dtype) -> torch.dtype:
     return dtype
 
 
-def _code_spec(modality: str, axes, sizes, downsample, image_size: int) -> CodeSpec:
-    options = {"image_size": image_size} if "image_size" in {f.name for f in dataclasses.fields(CodeSpec)} else {}
-    return CodeSpec(modality, axes, sizes, downsample, **options)
+def _code_spec(modality: str, axes, sizes, downsample, image_size: int | None) -> CodeSpec:
+    return CodeSpec(modality, axes, sizes, downsample, image_size=image_size)
 
 
 def ignored_keys(state) -> list[str]:
@@ -125,6 +121,10 @@ class Emu3Tokenizer:
         """Move the weights (kept fp32) to `device`; `dtype` sets the compute dtype."""
         if device is not None:
             self.model.to(device=torch.device(device))
+            memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+            for module in self.model.modules():  # the 2D convolutions' weights in the activations' layout
+                if isinstance(module, torch.nn.Conv2d):
+                    module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
         if dtype is not None:
             self.dtype = resolve_dtype(dtype)
         return self
@@ -144,10 +144,7 @@ class Emu3Tokenizer:
     def from_pretrained(cls, directory, *, modality: str | None = None, **kwargs):
         """mmtok's own folder (config.json with format "mmtok.video.emu3" + model.safetensors).
         modality="image" returns `as_image_tokenizer()`; kwargs as for the constructor."""
-        saved = read_folder(directory, expected_format=CONFIG_FORMAT)
-        if saved.version > FORMAT_VERSION:
-            raise ValueError(f"{saved.config_path}: {CONFIG_FORMAT} format_version {saved.version} is newer than "
-                             f"this mmtok reads (<= {FORMAT_VERSION}); upgrade mmtok")
+        saved = read_folder(directory, expected_format=CONFIG_FORMAT, max_version=FORMAT_VERSION)
         config = Emu3Config.from_dict(saved.config, origin=str(saved.config_path))
         return cls.with_weights(config, saved.tensors, str(saved.weights_path), modality=modality, **kwargs)
 
@@ -202,7 +199,7 @@ class Emu3Tokenizer:
         return x
 
     def _check_codes(self, codes, axes, name: str = "codes") -> torch.Tensor:
-        spec = _code_spec("video" if len(axes) == 3 else "image", axes, (self.codebook_size,), (), 1)
+        spec = _code_spec("video" if len(axes) == 3 else "image", axes, (self.codebook_size,), (), None)
         return spec.check_codes(codes, name).to(self.device)
 
     # ------------------------------------------------------------------------------------ inference
