@@ -49,7 +49,7 @@ def check_levels(levels, formula: str, what: str = "FSQ") -> list[int]:
     levels = list(levels)
     if not levels or any(isinstance(v, bool) or not isinstance(v, int) for v in levels):
         raise ValueError(f"{what}: levels must be a non-empty list of ints, got {levels!r}")
-    minimum = 2 if formula == "symmetric" else 3
+    minimum = 2 if formula in ("symmetric", "cosmos") else 3  # Cosmos' bound is well defined at L = 2 ({-1, 0})
     if any(v < minimum for v in levels):
         raise ValueError(f"{what}: every level must be >= {minimum} for formula {formula!r}, got {levels} "
                          + ("(L = 2 needs formula='symmetric')" if minimum == 3 else ""))

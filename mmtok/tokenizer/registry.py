@@ -74,6 +74,11 @@ def _mmtok_folder(probe: Probe) -> bool:
     return probe.is_dir and probe.mmtok_format is not None
 
 
+def _cosmos(probe: Probe) -> bool:
+    """A Cosmos-Tokenizer release folder: encoder.jit (and decoder.jit), TorchScript read as weights."""
+    return probe.is_dir and (probe.path / "encoder.jit").is_file()
+
+
 def _magvit2(probe: Probe) -> bool:
     """An Open-MAGVIT2 Lightning .ckpt: the one yaml beside it names its lfqgan model."""
     if probe.is_dir or probe.suffix != ".ckpt":
@@ -181,6 +186,8 @@ LAYOUTS: list[Layout] = [
     Layout("diffusers-vq", "diffusers VQModel folder (aMUSEd, VQ-Diffusion, Kandinsky MoVQ): config.json with "
            "_class_name 'VQModel' + diffusion_pytorch_model.safetensors / .bin / sharded index",
            _diffusers_vq, "mmtok.image.diffusers_vq.tokenizer:load_diffusers_vq"),
+    Layout("cosmos", "NVIDIA Cosmos-Tokenizer discrete image folder (encoder.jit + decoder.jit, read as weights)",
+           _cosmos, "mmtok.image.cosmos:load_cosmos"),
     Layout("magvit2", "Open-MAGVIT2 Lightning .ckpt + its yaml (lfqgan.VQModel; options weights='ema'|'raw')",
            _magvit2, "mmtok.image.magvit2:load_magvit2"),
     Layout("taming", "taming-transformers / original Chameleon VQ-GAN: Lightning .ckpt + its yaml config",
