@@ -68,3 +68,31 @@ def max_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def first_and_warm(fn, *, warm_repeats: int = 3) -> dict:
+    """Wall and CPU seconds of the first call of fn() (cold, when this process has not run it before) and
+    the median of the next `warm_repeats` calls (warm)."""
+    walls, cpus = [], []
+    for _ in range(1 + warm_repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    cold, warm = walls[0], statistics.median(walls[1:])
+    return {"cold_s": cold, "warm_s": warm, "cold_cpu_s": cpus[0], "warm_cpu_s": statistics.median(cpus[1:]),
+            "cold_over_warm": cold / warm, "cold_over_warm_cpu": cpus[0] / statistics.median(cpus[1:])}
+
+
+def cold_child(script: str, argv: list[str], timeout: float = 1800.0) -> dict:
+    """Run `python script --cold-child *argv` in a fresh process (its last stdout line is a JSON object,
+    normally `first_and_warm`'s): the cold figures are then those a user's first call gets."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, script, "--cold-child", *argv], capture_output=True, text=True,
+                         timeout=timeout)
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()
+        return {"error": tail[-1] if tail else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])

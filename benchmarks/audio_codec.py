@@ -24,6 +24,7 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _common import cold_child, first_and_warm  # noqa: E402
 from dac_baseline import DACStyleCodec  # noqa: E402
 
 from mmtok.audio.codec import AudioCodec  # noqa: E402
@@ -134,6 +135,20 @@ def memory_child(kind: str, seconds: float) -> None:
     print(json.dumps({"peak_rss_mib": peak, "rss_before_mib": before, "peak_reset": reset}))
 
 
+def cold_round_trip_child(kind: str, seconds: float) -> None:
+    """Run in a fresh process: the first encode+decode round trip (cold) and the median of the next (warm)."""
+    baseline, codec = build_models()
+    audio = speech_like(seconds)
+
+    def round_trip():
+        with torch.no_grad():
+            if kind == "mmtok":
+                return codec.decode(codec.encode(audio, SAMPLE_RATE))
+            return baseline.decode(baseline.encode(audio.view(1, 1, -1)))
+
+    print(json.dumps(first_and_warm(round_trip, warm_repeats=2)))
+
+
 def measure_memory(kind: str, seconds: float) -> dict:
     cmd = [sys.executable, __file__, "--memory-child", kind, "--seconds", str(seconds)]
     start = time.perf_counter()
@@ -149,9 +164,14 @@ def main() -> None:
     parser.add_argument("--memory-minutes", type=float, nargs="+", default=None,
                         help="long-file lengths for the memory test (default 1 10)")
     parser.add_argument("--memory-child", choices=["mmtok", "dac-style"], help=argparse.SUPPRESS)
+    parser.add_argument("--cold-child", choices=["mmtok", "dac-style"], help=argparse.SUPPRESS)
+    parser.add_argument("--no-cold", action="store_true", help="skip the fresh-process (cold) round trips")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.seconds)
+        return
+    if args.cold_child:
+        cold_round_trip_child(args.cold_child, args.seconds)
         return
     seconds = args.seconds or (8.0 if args.quick else 60.0)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -166,6 +186,19 @@ def main() -> None:
         print(f"{op:<8}{r['dac_style_s']:>13.2f}{r['mmtok_s']:>10.2f}{r['dac_style_xrt']:>15.2f}"
               f"{r['mmtok_xrt']:>11.2f}{r['speedup']:>8.2f}x")
 
+    cold = {} if args.no_cold else {kind: cold_child(__file__, [kind, "--seconds", str(seconds)])
+                                    for kind in ("mmtok", "dac-style")}
+    if cold:
+        print(f"\nfirst call in a fresh process (cold) vs the median of the next two (warm), {seconds:g} s "
+              f"encode + decode")
+        print(f"{'model':<12}{'cold s':>9}{'warm s':>9}{'cold/warm':>11}{'cold xRT':>10}{'warm xRT':>10}")
+        for kind, r in cold.items():
+            if "error" in r:
+                print(f"{kind:<12} error: {r['error']}")
+                continue
+            print(f"{kind:<12}{r['cold_s']:>9.2f}{r['warm_s']:>9.2f}{r['cold_over_warm']:>10.2f}x"
+                  f"{seconds / r['cold_s']:>10.2f}{seconds / r['warm_s']:>10.2f}")
+
     memory = {"mmtok": [measure_memory("mmtok", m * 60) for m in minutes],
               "dac-style": [measure_memory("dac-style", seconds)]}
     print("\npeak memory (peak RSS of a fresh process during the run; weights are in `before`)")
@@ -175,7 +208,8 @@ def main() -> None:
     r = memory["dac-style"][0]
     print(f"{'dac-style one-shot encode+decode':<34}{seconds:>7g} s{r['peak_rss_mib']:>10.0f}{r['rss_before_mib']:>12.0f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"threads": torch.get_num_threads(), "speed": speed, "memory": memory}, indent=2))
+    RESULTS.write_text(json.dumps({"threads": torch.get_num_threads(), "speed": speed, "cold_warm": cold,
+                                   "memory": memory}, indent=2))
     print(f"\nwrote {RESULTS}")
 
 

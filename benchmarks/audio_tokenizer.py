@@ -32,7 +32,7 @@ import soundfile
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import print_table, write_json  # noqa: E402
+from _common import cold_child, first_and_warm, print_table, write_json  # noqa: E402
 
 from mmtok.audio.io import load_audio  # noqa: E402
 from mmtok.audio.tokenizer import AudioTokenizer  # noqa: E402
@@ -136,17 +136,27 @@ def child(variant: str, path: str) -> None:
     print(json.dumps({"before_mb": before, "peak_mb": peak_rss_mb(), "tokens": int(tokens.shape[-1])}))
 
 
+def cold_warm_child(variant: str, path: str) -> None:
+    """Run in a fresh process: the first call of one variant on the file (cold), then the median of the next
+    three (warm). The tokenizer is built and the file written before the clock starts."""
+    tokenizer = AudioTokenizer()
+    print(json.dumps(first_and_warm(lambda: run_variant(variant, path, tokenizer), warm_repeats=3)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1-minute clip, fewer repeats and lengths")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--cold-child", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
         return child(*args.child)
+    if args.cold_child:
+        return cold_warm_child(*args.cold_child)
 
     minutes = 1.0 if args.quick else args.minutes
     seconds = minutes * 60
@@ -179,6 +189,17 @@ def main() -> None:
                 [[v, r["audio_seconds"], r["seconds"], r["x_real_time"], base / r["x_real_time"], r["cpu_seconds"],
                   r["x_real_time_per_cpu_second"], f"{100 * r['agreement']:.2f}%"] for v, r in speed.items()])
 
+    # cold (first call in a fresh process) and warm (median of the next three, same process)
+    cold = {}
+    for variant in ("mmtok", "mmtok-stream", "torch-matmul"):
+        r = cold_child(__file__, [variant, str(path), "--threads", str(torch.get_num_threads())])
+        cold[variant] = r
+    print(f"\nfirst call in a fresh process (cold) vs warm, {seconds:.0f} s clip")
+    print_table(["variant", "cold s", "warm s", "cold/warm", "cold x RT", "warm x RT", "cold cpu/warm cpu"],
+                [[v, r.get("cold_s"), r.get("warm_s"), r.get("cold_over_warm"),
+                  seconds / r["cold_s"] if "cold_s" in r else None, seconds / r["warm_s"] if "warm_s" in r else None,
+                  r.get("cold_over_warm_cpu")] for v, r in cold.items()])
+
     # memory
     lengths = [30.0, 60.0, 120.0] if args.quick else [60.0, 300.0, 600.0, 1800.0]
     memory = []
@@ -197,7 +218,8 @@ def main() -> None:
                 [[m["variant"], m["audio_seconds"], m.get("tokens"), m.get("extra_mb"), m.get("peak_mb"),
                   m.get("error")] for m in memory])
     write_json("audio_tokenizer", {"clip_seconds": seconds, "threads": torch.get_num_threads(),
-                                   "load_average": os.getloadavg()[0], "speed": speed, "memory": memory})
+                                   "load_average": os.getloadavg()[0], "speed": speed, "cold_warm": cold,
+                                   "memory": memory})
 
 
 if __name__ == "__main__":

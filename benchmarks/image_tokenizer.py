@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -25,6 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmtok.image import ImageTokenizer, VQGANConfig
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import cold_child, first_and_warm  # noqa: E402
 
 # ------------------------------------------------------------------ baseline: upstream-style plain torch
 
@@ -220,6 +224,41 @@ def encode_with_blanket_autocast(tok: ImageTokenizer, x: torch.Tensor) -> torch.
     return tok.model.latents_to_indices(latents.float())
 
 
+def cold_encode_decode_child(kind: str, batch: int, size: int, codes: int) -> None:
+    """Run in a fresh process: the first encode + decode of `batch` images (cold) and the median of the next
+    two (warm). kind "default": the shipped default tokenizer; "baseline": the upstream-style model."""
+    torch.manual_seed(0)
+    x = torch.rand(batch, 3, size, size) * 2 - 1
+    if kind == "default":
+        tok = ImageTokenizer.default()
+        fn = lambda: tok.decode(tok.encode(x))  # noqa: E731
+    else:
+        cfg = VQGANConfig(num_codes=codes, code_dim=256, z_channels=256, ch=128, ch_mult=[1, 1, 2, 2, 4],
+                          num_res_blocks=2, attn_levels=[4], image_size=size)
+        model = BaselineVQGAN(cfg).eval()
+
+        def fn():
+            with torch.no_grad():
+                return model.decode(model.encode(x))
+    print(json.dumps(first_and_warm(fn, warm_repeats=2)))
+
+
+def cold_rows(batch: int, size: int, codes: int) -> dict:
+    """Cold (first call in a fresh process) and warm encode+decode for the default tokenizer and the baseline."""
+    rows = {}
+    for kind, label in (("default", f"mmtok default tokenizer, {batch} images"),
+                        ("baseline", f"upstream-style fp32, {batch} images")):
+        rows[label] = cold_child(__file__, [kind, "--batch", str(batch), "--size", str(size), "--codes", str(codes)])
+    print(f"\nfirst encode+decode in a fresh process (cold) vs the median of the next two (warm), {size}x{size}")
+    print(f"{'variant':40s} {'cold s':>8s} {'warm s':>8s} {'cold/warm':>10s}")
+    for label, r in rows.items():
+        if "error" in r:
+            print(f"{label:40s} error: {r['error']}")
+        else:
+            print(f"{label:40s} {r['cold_s']:8.2f} {r['warm_s']:8.2f} {r['cold_over_warm']:9.2f}x")
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="batch 2, 3 repeats (for a 2-core machine)")
@@ -230,7 +269,12 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="also time mmtok bf16 + torch.compile")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "image_tokenizer.json"))
+    p.add_argument("--cold-batch", type=int, default=8, help="images in the cold / warm first-call rows")
+    p.add_argument("--no-cold", action="store_true", help="skip the fresh-process (cold) rows")
+    p.add_argument("--cold-child", choices=("default", "baseline"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.cold_child:
+        return cold_encode_decode_child(args.cold_child, args.batch, args.size, args.codes)
     if args.quick:
         args.batch, args.repeats = 2, 3
 
@@ -291,11 +335,12 @@ def main(argv=None):
         r["decode_ratio"] = r["decode_images_per_s"] / base["decode_images_per_s"]
         print(f"{name:28s} {r['encode_images_per_s']:13.3f} {r['encode_ratio']:6.2f}x "
               f"{r['decode_images_per_s']:13.3f} {r['decode_ratio']:6.2f}x")
+    cold = {} if args.no_cold or device.type != "cpu" else cold_rows(args.cold_batch, args.size, args.codes)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "codes_agree_with_baseline": agree, "bf16_codes_agree_with_fp32": bf16_agree,
                    "blanket_bf16_codes_agree_with_fp32": blanket_agree, "platform": platform.platform(),
-                   "torch": torch.__version__, "results": results}, f, indent=2)
+                   "torch": torch.__version__, "results": results, "cold_warm": cold}, f, indent=2)
     print(f"\nwrote {args.out}")
 
 
