@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import group_norm_channels_last
+
 GROUPS = 32
 EPS = 1e-6
 
@@ -27,10 +29,14 @@ class GroupNorm(nn.GroupNorm):
     64x64 activations, enough to move VQ latents past the fixtures' 1e-5); here per-channel sums of x and x^2
     use pairwise summation and the normalisation is one fused multiply-add in the same layout. The variance
     is E[x^2] - E[x]^2, accurate to ~1e-6 while a group's |mean| / std stays below ~100 (true of VQ-GAN
-    activations); contiguous NCHW inputs and GPUs use PyTorch's kernel.
+    activations); contiguous NCHW inputs and GPUs use PyTorch's kernel. At fp32 inference the compiled two-pass
+    kernel (`mmtok.ops.group_norm_channels_last`, double-precision statistics) replaces both when available.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = group_norm_channels_last(x, self.weight, self.bias, self.num_groups, self.eps)
+        if fused is not None:
+            return fused
         if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() != 4
                 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)  # reduced precision: the native kernel's error is below bf16 rounding
@@ -75,8 +81,12 @@ def _norm_swish(norm: nn.GroupNorm, x: torch.Tensor, lowp: torch.dtype | None = 
 
     With `lowp` (the input of a bf16 convolution) both run in fp32 and the result is rounded to `lowp` once; the
     statistics then come from PyTorch's kernel, whose channels-last error (~3e-5) is far below that rounding.
+    At fp32 channels-last CPU inference one compiled kernel does both (see `GroupNorm`).
     """
     if lowp is None:
+        fused = group_norm_channels_last(x, norm.weight, norm.bias, norm.num_groups, norm.eps, swish=True)
+        if fused is not None:
+            return fused
         return F.silu(norm(x), inplace=not torch.is_grad_enabled())
     y = F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
     return F.silu(y, inplace=not torch.is_grad_enabled()).to(lowp)
