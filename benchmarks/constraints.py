@@ -87,7 +87,7 @@ def constraint_steps(size: int, batch: int, steps: int) -> dict:
         rows.advance(tokens)
         times.append(time.perf_counter() - t1)
     return {"vocab": vocab.size, "build_s": build, "first_step_s": times[0],
-            "warm_step_s": float(np.median(times[len(times) // 10:])), "mask_rows": len(constraint._masks),
+            "warm_step_s": float(np.median(times[len(times) // 10:])), "mask_rows": constraint.cached_masks,
             "mask_bytes": constraint.mask_bytes}
 
 

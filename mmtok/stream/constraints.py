@@ -90,6 +90,7 @@ class Constraint:
             mask = np.zeros(self.vocab.size, dtype=bool)
             for atom in key:
                 self.grammar.atom_mask(atom, mask)
+            mask.flags.writeable = False  # shared by every state in that place: callers get a read-only view
             row = self._rows[key] = len(self._masks)
             self._masks.append(mask)
         return row
@@ -119,6 +120,11 @@ class Constraint:
             table = ~torch.from_numpy(np.stack(self._masks)).to(device)
             self._tables = {key: table}
         return table
+
+    @property
+    def cached_masks(self) -> int:
+        """How many distinct allowed sets (one mask each) the constraint has met so far."""
+        return len(self._masks)
 
     @property
     def mask_bytes(self) -> int:
