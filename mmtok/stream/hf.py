@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from .constraints import Constraint, ConstraintBatch
+from .constraints import Constraint, ConstraintBatch  # noqa: F401 (the types this processor drives)
 
 
 class ConstrainedLogitsProcessor(LogitsProcessor):
@@ -18,8 +18,9 @@ class ConstrainedLogitsProcessor(LogitsProcessor):
     call)."""
 
     def __init__(self, constraint: Constraint, *, prompt_length: int | None = None):
-        if not isinstance(constraint, Constraint):
-            raise ValueError(f"constraint must be a mmtok Constraint, got {type(constraint).__name__}")
+        if not callable(getattr(constraint, "batch", None)):
+            raise ValueError(f"constraint must be a mmtok Constraint (or ImageConstraint), got"
+                             f" {type(constraint).__name__}")
         if prompt_length is not None and (isinstance(prompt_length, bool) or int(prompt_length) < 0):
             raise ValueError(f"prompt_length must be a non-negative int or None, got {prompt_length!r}")
         self.constraint = constraint
@@ -33,8 +34,8 @@ class ConstrainedLogitsProcessor(LogitsProcessor):
         if n > input_ids.shape[1]:
             raise ValueError(f"prompt_length={n} but generate passed only {input_ids.shape[1]} ids per row")
         self.batch = self.constraint.batch([row[:n] for row in ids])
-        for state, row in zip(self.batch.states, ids):
-            state.extend(row[n:])
+        for t in range(n, input_ids.shape[1]):
+            self.batch.advance([row[t] for row in ids])
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         length = input_ids.shape[1]
