@@ -74,6 +74,15 @@ def _mmtok_folder(probe: Probe) -> bool:
     return probe.is_dir and probe.mmtok_format is not None
 
 
+def _cosmos_video(probe: Probe) -> bool:
+    """A Cosmos-Tokenizer video release folder: encoder.jit traced from its 3D (layers3d) network."""
+    if not (probe.is_dir and (probe.path / "encoder.jit").is_file()):
+        return False
+    from ..video.cosmos import is_cosmos_video
+
+    return is_cosmos_video(probe.path)
+
+
 def _cosmos(probe: Probe) -> bool:
     """A Cosmos-Tokenizer release folder: encoder.jit (and decoder.jit), TorchScript read as weights."""
     return probe.is_dir and (probe.path / "encoder.jit").is_file()
@@ -186,6 +195,9 @@ LAYOUTS: list[Layout] = [
     Layout("diffusers-vq", "diffusers VQModel folder (aMUSEd, VQ-Diffusion, Kandinsky MoVQ): config.json with "
            "_class_name 'VQModel' + diffusion_pytorch_model.safetensors / .bin / sharded index",
            _diffusers_vq, "mmtok.image.diffusers_vq.tokenizer:load_diffusers_vq"),
+    Layout("cosmos-video", "NVIDIA Cosmos-Tokenizer discrete video folder (DV: encoder.jit + decoder.jit of the "
+           "causal 3D network, read as weights; options spatial_compression=, temporal_compression=)",
+           _cosmos_video, "mmtok.video.cosmos:load_cosmos_video"),
     Layout("cosmos", "NVIDIA Cosmos-Tokenizer discrete image folder (encoder.jit + decoder.jit, read as weights)",
            _cosmos, "mmtok.image.cosmos:load_cosmos"),
     Layout("magvit2", "Open-MAGVIT2 Lightning .ckpt + its yaml (lfqgan.VQModel; options weights='ema'|'raw')",
