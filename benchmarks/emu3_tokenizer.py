@@ -15,7 +15,7 @@ fraction is reported) and that the decoded pixels agree, then prints the table a
 benchmarks/results/emu3_tokenizer.json.
 
     python benchmarks/emu3_tokenizer.py                 # 512 px images, 16 frames at 256 px (slow on 2 cores)
-    python benchmarks/emu3_tokenizer.py --quick         # 128 px images, 8 frames at 128 px, 1 repeat
+    python benchmarks/emu3_tokenizer.py --quick         # 128 px images, 4 frames at 128 px, 1 repeat
 """
 from __future__ import annotations
 
@@ -140,11 +140,12 @@ def main() -> None:
     parser.add_argument("--stream-frames", default="8,16,32", help="video lengths of the memory check")
     parser.add_argument("--stream-size", type=int, default=64, help="frame size of the memory check")
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--quick", action="store_true", help="128 px images, 8 frames at 128 px, 1 repeat")
+    parser.add_argument("--quick", action="store_true",
+                        help="128 px images, 4 frames at 128 px, memory check at 32 px, 1 repeat")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.image_size, args.video_size, args.frames, args.repeats = 128, 128, 8, 1
+        args.image_size, args.video_size, args.frames, args.repeats, args.stream_size = 128, 128, 4, 1, 32
     args.forward = ["--image-size", str(args.image_size), "--video-size", str(args.video_size), "--frames",
                     str(args.frames), "--batch", str(args.batch), "--repeats", str(args.repeats), "--threads",
                     str(args.threads)]

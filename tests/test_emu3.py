@@ -238,3 +238,20 @@ def test_compiles_without_graph_breaks(tok, ref):
         h, q = (t[:, :, 0].contiguous(memory_format=torch.channels_last) for t in (hidden, quant))
         decode = torch.compile(model.decode_frames, backend="eager", fullgraph=True)
         torch.testing.assert_close(decode(h, q), model.decode_frames(h, q), atol=1e-5, rtol=0)
+
+
+def test_processor_normalisation_is_read_and_applied(tmp_path, ref):
+    from PIL import Image
+
+    folder = _copy_model(tmp_path)
+    mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_processor_type": "Emu3ImageProcessor", "do_normalize": True, "image_mean": mean, "image_std": std}))
+    tok = load(folder)
+    assert tok.emu3_config.image_mean == mean and tok.emu3_config.image_std == std
+    pixels = (np.random.default_rng(0).random((24, 40, 3)) * 255).astype(np.uint8)
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    normalised = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.equal(tok.encode_images([Image.fromarray(pixels)], mode="native"), tok.encode_images(normalised))
+    plain = load(MODEL)
+    assert torch.equal(plain.encode_images([Image.fromarray(pixels)], mode="native"), plain.encode_images(x * 2 - 1))

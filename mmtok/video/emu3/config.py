@@ -32,9 +32,22 @@ class Emu3Config:
     num_attention_heads: int = 1
     image_size: int = 512  # default preprocessing size
     double_latent: bool = False
+    # per-channel normalisation of [0, 1] pixels that PIL / path inputs get (a downloaded folder's
+    # preprocessor_config.json image_mean / image_std); None: the plain [-1, 1] mapping (mean = std = 0.5)
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
 
     def __post_init__(self):
         self.channel_multiplier = [int(m) for m in self.channel_multiplier]
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            if value is not None:
+                value = [float(v) for v in value]
+                if len(value) != self.in_channels or (name == "image_std" and min(value) <= 0):
+                    raise ValueError(f"Emu3Config: {name} must hold {self.in_channels} values (std > 0), got {value}")
+                setattr(self, name, value)
+        if (self.image_mean is None) != (self.image_std is None):
+            raise ValueError("Emu3Config: give both image_mean and image_std, or neither")
         self.attn_resolutions = sorted(int(level) for level in (self.attn_resolutions or []))
         positive = ("codebook_size", "embed_dim", "latent_channels", "in_channels", "out_channels",
                     "temporal_downsample_factor", "base_channels", "num_res_blocks", "hidden_size",
@@ -106,5 +119,5 @@ class Emu3Config:
         the generic PreTrainedConfig fields) are ignored, as transformers itself does."""
         if data.get("model_type") != MODEL_TYPE:
             raise ValueError(f"{origin}: model_type is {data.get('model_type')!r}, expected {MODEL_TYPE!r}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"image_size"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"image_size", "image_mean", "image_std"}
         return cls.from_dict({k: v for k, v in data.items() if k in names}, origin=origin)

@@ -6,6 +6,7 @@ only the shards holding VQ-VAE tensors are read. Errors name the file at fault.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -16,6 +17,7 @@ from ...tokenizer.weights import find_weights, read_state_dict, strip_prefix
 from .config import MODEL_TYPE, Emu3Config
 
 FULL_MODEL_TYPE = "emu3"
+PROCESSOR_NAME = "preprocessor_config.json"
 FULL_PREFIXES = ("model.vqmodel.", "vqmodel.")
 
 
@@ -44,6 +46,21 @@ def _read_vq_shards(index_path: pathlib.Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def with_processor(config: Emu3Config, directory: pathlib.Path) -> Emu3Config:
+    """The folder's preprocessor_config.json normalisation (image_mean / image_std when do_normalize) in the
+    config, so PIL / path inputs are preprocessed as the checkpoint expects; unchanged without that file."""
+    path = directory / PROCESSOR_NAME
+    if not path.is_file():
+        return config
+    processor = read_config(path)
+    if not processor.get("do_normalize", True) or "image_mean" not in processor or "image_std" not in processor:
+        return config
+    try:
+        return dataclasses.replace(config, image_mean=processor["image_mean"], image_std=processor["image_std"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 def read_transformers(path) -> tuple[Emu3Config, dict[str, torch.Tensor], str]:
     """(config, state dict with Emu3VQVAE key names, origin for messages) of a downloaded folder."""
     directory = pathlib.Path(path)
@@ -61,9 +78,9 @@ def read_transformers(path) -> tuple[Emu3Config, dict[str, torch.Tensor], str]:
         prefix = next((p for p in FULL_PREFIXES if any(k.startswith(p) for k in full)), None)
         if prefix is None:
             raise ValueError(f"{weights}: no VQ-VAE weights (no key starting with {' or '.join(FULL_PREFIXES)})")
-        return config, strip_prefix(full, prefix), str(weights)
+        return with_processor(config, directory), strip_prefix(full, prefix), str(weights)
     config = Emu3Config.from_transformers(data, origin=str(config_path))
-    return config, read_state_dict(weights), str(weights)
+    return with_processor(config, directory), read_state_dict(weights), str(weights)
 
 
 def load_emu3(path, *, device=None, dtype=None, modality: str | None = None, **options):

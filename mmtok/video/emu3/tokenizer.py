@@ -299,8 +299,10 @@ class Emu3Tokenizer:
 
     def prepare_images(self, images, *, size: int | None = None, mode: str = "center_crop",
                        pad_value: float = -1.0) -> torch.Tensor:
-        """A float tensor (B, 3, H, W) in [-1, 1] (checked, used as is) or PIL images / paths, preprocessed as
-        `mmtok.image.preprocess` does ("center_crop" / "pad" at `size`, default image_size; or "native")."""
+        """A float tensor (B, 3, H, W) in the model's input space (checked, used as is) or PIL images / paths,
+        preprocessed as `mmtok.image.preprocess` does ("center_crop" / "pad" at `size`, default image_size; or
+        "native") to [-1, 1], then normalised with the config's image_mean / image_std when set (read from a
+        downloaded folder's preprocessor_config.json: transformers' Emu3ImageProcessor defaults to CLIP's)."""
         if isinstance(images, torch.Tensor):
             x = images.unsqueeze(0) if images.dim() == 3 else images
             return self._check_pixels(x, "images", 4, "(B, C, H, W)")
@@ -310,7 +312,13 @@ class Emu3Tokenizer:
             images = [images]
         if mode != "native" and size is None:
             size = self._config.image_size
-        return preprocess(images, size=size, mode=mode, factor=self.spatial_factor, pad_value=pad_value).to(self.device)
+        x = preprocess(images, size=size, mode=mode, factor=self.spatial_factor, pad_value=pad_value).to(self.device)
+        c = self._config
+        if c.image_mean is None:
+            return x
+        mean = torch.tensor(c.image_mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(c.image_std, device=x.device).view(1, -1, 1, 1)
+        return ((x + 1) / 2 - mean) / std  # the checkpoint's processor normalisation of [0, 1] pixels
 
     @torch.inference_mode()
     def encode_images(self, images, **preprocessing) -> torch.Tensor:
