@@ -22,6 +22,7 @@ FOLDER_CLASSES = {
     "mmtok.image.magvit2": "mmtok.image.magvit2:Magvit2Tokenizer",
     "mmtok.image.cosmos": "mmtok.image.cosmos:CosmosImageTokenizer",
     "mmtok.video.cosmos": "mmtok.video.cosmos:CosmosVideoTokenizer",
+    "mmtok.audio.encodec": "mmtok.audio.encodec.model:EncodecCodec",
     "mmtok.image.transformers_vq": "mmtok.image.transformers_vq:TransformersVQTokenizer",
     "mmtok.video.emu3": "mmtok.video.emu3.tokenizer:Emu3Tokenizer",
     "mmtok.image.diffusers_vq": "mmtok.image.diffusers_vq.tokenizer:DiffusersVQTokenizer",

@@ -74,6 +74,11 @@ def _mmtok_folder(probe: Probe) -> bool:
     return probe.is_dir and probe.mmtok_format is not None
 
 
+def _encodec(probe: Probe) -> bool:
+    """A transformers EncodecModel folder (config.json model_type 'encodec')."""
+    return probe.is_dir and probe.model_type == "encodec"
+
+
 def _cosmos_video(probe: Probe) -> bool:
     """A Cosmos-Tokenizer video release folder: encoder.jit traced from its 3D (layers3d) network."""
     if not (probe.is_dir and (probe.path / "encoder.jit").is_file()):
@@ -195,6 +200,8 @@ LAYOUTS: list[Layout] = [
     Layout("diffusers-vq", "diffusers VQModel folder (aMUSEd, VQ-Diffusion, Kandinsky MoVQ): config.json with "
            "_class_name 'VQModel' + diffusion_pytorch_model.safetensors / .bin / sharded index",
            _diffusers_vq, "mmtok.image.diffusers_vq.tokenizer:load_diffusers_vq"),
+    Layout("encodec", "transformers EncodecModel folder (model_type 'encodec'): EnCodec 24 kHz (MusicGen, AudioGen, "
+           "Bark); chunked 48 kHz configs refused for now", _encodec, "mmtok.audio.encodec.model:load_encodec"),
     Layout("cosmos-video", "NVIDIA Cosmos-Tokenizer discrete video folder (DV: encoder.jit + decoder.jit of the "
            "causal 3D network, read as weights; options spatial_compression=, temporal_compression=)",
            _cosmos_video, "mmtok.video.cosmos:load_cosmos_video"),

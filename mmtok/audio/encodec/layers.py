@@ -1,0 +1,99 @@
+"""EnCodec's SEANet layers: convolutions with EnCodec's padding rule, the residual block and the LSTM block.
+
+Padding (`pad_for_conv1d`): a convolution with effective kernel k and stride s pads k - s samples in total (all
+on the left when causal, split right-heavy otherwise) plus the extra right padding that makes the last frame
+complete; reflect padding of a signal shorter than the pad first zero-extends it on the right. Transposed
+convolutions trim k - s samples (right share ceil((k - s) * trim_right_ratio) when causal, else half).
+Weights are folded from weight norm at load time (see `model.fold_weight_norm`), so the layers are plain.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    if mode != "reflect":
+        return F.pad(x, (left, right), mode=mode)
+    length, biggest = x.shape[-1], max(left, right)
+    extra = biggest - length + 1 if length <= biggest else 0
+    if extra:
+        x = F.pad(x, (0, extra))
+    padded = F.pad(x, (left, right), mode="reflect")
+    return padded[..., : padded.shape[-1] - extra] if extra else padded
+
+
+class SConv1d(nn.Module):
+    """Conv1d with EnCodec's padding, optional time GroupNorm (one group) after it."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, dilation: int = 1, causal: bool,
+                 pad_mode: str, group_norm: bool = False):
+        super().__init__()
+        self.conv = nn.Conv1d(cin, cout, kernel, stride, dilation=dilation)
+        self.norm = nn.GroupNorm(1, cout) if group_norm else None
+        self.causal, self.pad_mode = causal, pad_mode
+        self.effective_kernel = (kernel - 1) * dilation + 1
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.effective_kernel, self.stride
+        total = k - s
+        length = x.shape[-1]
+        frames = math.ceil((length - k + total) / s + 1) - 1
+        extra = frames * s + k - total - length
+        if self.causal:
+            x = _pad1d(x, total, extra, self.pad_mode)
+        else:
+            right = total // 2
+            x = _pad1d(x, total - right, right + extra, self.pad_mode)
+        x = self.conv(x)
+        return self.norm(x) if self.norm is not None else x
+
+
+class SConvTranspose1d(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, *, causal: bool, trim_right_ratio: float,
+                 group_norm: bool = False):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(cin, cout, kernel, stride)
+        self.norm = nn.GroupNorm(1, cout) if group_norm else None
+        self.causal, self.trim_right_ratio = causal, trim_right_ratio
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.conv.kernel_size[0] - self.conv.stride[0]
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        right = math.ceil(total * self.trim_right_ratio) if self.causal else total // 2
+        return x[..., total - right: x.shape[-1] - right]
+
+
+class ResidualBlock(nn.Module):
+    """ELU, conv (kernel k, dilation d) to dim // compress, ELU, 1x1 conv back; plus a 1x1 (or identity) shortcut."""
+
+    def __init__(self, dim: int, kernel: int, dilation: int, compress: int, conv_shortcut: bool, **conv):
+        super().__init__()
+        hidden = dim // compress
+        self.block = nn.ModuleList([nn.ELU(), SConv1d(dim, hidden, kernel, dilation=dilation, **conv),
+                                    nn.ELU(), SConv1d(hidden, dim, 1, **conv)])
+        self.shortcut = SConv1d(dim, dim, 1, **conv) if conv_shortcut else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer in self.block:
+            h = layer(h)
+        return self.shortcut(x) + h
+
+
+class LSTMBlock(nn.Module):
+    """A stacked LSTM over time with a residual connection, on (B, C, T)."""
+
+    def __init__(self, dim: int, layers: int):
+        super().__init__()
+        self.lstm = nn.LSTM(dim, dim, layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq = x.permute(2, 0, 1)
+        return (self.lstm(seq)[0] + seq).permute(1, 2, 0)
