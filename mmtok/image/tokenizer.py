@@ -164,8 +164,7 @@ class ImageTokenizer:
 
     @classmethod
     def _with_weights(cls, config: VQGANConfig, state, origin: str, **kwargs) -> "ImageTokenizer":
-        model = build_checked(lambda: VQAutoencoder(config), checkpoints.field_checks(config, state),
-                              lambda expected: checkpoints.check_weights(expected, state, origin), origin)
+        model = build_checked(lambda: VQAutoencoder(config), checkpoints.field_checks(config, state), origin)
         checkpoints.load_weights(model, state, origin)
         return cls(config, model, **kwargs)
 

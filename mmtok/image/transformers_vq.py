@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 
 from ..ops import nearest_code
+from ..tokenizer.fields import build_checked
 from ..tokenizer.folder import read_config, read_folder, save_folder
 from ..tokenizer.protocol import CodeSpec
 from ..tokenizer.weights import find_weights, read_state_dict, strip_prefix
@@ -252,7 +253,7 @@ class TransformersVQTokenizer(ImageTokenizer):
         if missing:
             raise ValueError(f"{saved.config_path}: missing keys {missing}")
         config = VQGANConfig.from_dict(c["vqgan"], origin=str(saved.config_path))
-        model = VQAutoencoder(config, decoder=bool(c["decoder"]))
+        model = _checked_model(config, bool(c["decoder"]), saved.tensors, str(saved.weights_path))
         checkpoints.load_weights(model, saved.tensors, str(saved.weights_path))
         return cls(config, model, family=c["family"], preprocessing=preprocessing or c["preprocessing"],
                    lookup=lookup or c["lookup"], dtype=dtype, device=device, channels_last=channels_last)
@@ -286,8 +287,8 @@ class TransformersVQTokenizer(ImageTokenizer):
                     raise ValueError(f"{weights}: no quantize.embedding.weight")
                 post = {k: v for k, v in state.items() if k.startswith("post_quant_conv.")}
                 state.update(_decoder_state(decoder_checkpoint, book, post))
-        model = VQAutoencoder(config, decoder=with_decoder)
         origin = str(weights) + (f" + {os.fspath(decoder_checkpoint)}" if decoder_checkpoint is not None else "")
+        model = _checked_model(config, with_decoder, state, origin)
         checkpoints.load_weights(model, state, origin)
         return cls(config, model, family=family, preprocessing=preprocessing, lookup=lookup, dtype=dtype,
                    device=device, channels_last=channels_last)
@@ -376,3 +377,9 @@ def is_transformers_vq_config(config: dict | None) -> str | None:
 
 __all__ = ["TransformersVQTokenizer", "chameleon_config", "janus_config", "janus_to_ours", "chameleon_to_ours",
            "load_chameleon", "load_janus", "FORMAT"]
+
+
+def _checked_model(config: VQGANConfig, decoder: bool, state, origin: str) -> VQAutoencoder:
+    """The autoencoder of `config`, built once its sizes are known to fit the weights (tokenizer.fields)."""
+    return build_checked(lambda: VQAutoencoder(config, decoder=decoder), checkpoints.field_checks(config, state),
+                         origin)

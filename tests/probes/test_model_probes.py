@@ -412,6 +412,17 @@ inner = config.get("config", config)
 inner["codebook_size"] = 10**6
 (out / "codec" / "config.json").write_text(json.dumps(config))
 cases.append(("codebook_size=1000000", lambda: AudioCodec.from_pretrained(out / "codec")))
+# zoo layouts through mmtok.load: a transformers Chameleon folder, a diffusers VQModel folder
+import mmtok
+for name, folder, key, field in [("chameleon", data.parent / "chameleon" / "hf", "base_channels", "ch=131072"),
+                                 ("diffusers", data.parent / "diffusers_vq" / "group_tiny", "block_out_channels",
+                                  "block_out_channels[0]=16384")]:
+    shutil.copytree(folder, out / name)
+    doc = json.loads((out / name / "config.json").read_text())
+    node = doc.get("vq_config", doc) if key not in doc else doc
+    node[key] = [v * 4096 for v in node[key]] if isinstance(node[key], list) else node[key] * 4096
+    (out / name / "config.json").write_text(json.dumps(doc))
+    cases.append((field, lambda name=name: mmtok.load(out / name)))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for field, load in cases:
     start = time.perf_counter()
@@ -426,8 +437,9 @@ print(json.dumps({"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 
 def test_7_absurd_config_sizes_are_refused_before_building(tmp_path, data_dir):
     """ch=4096 (yaml, config.json), 10^6 levels, DAC kwargs n_codebooks = codebook_size = 10^6, a codec
-    config.json with codebook_size = 10^6: each a quick ValueError naming the field, with flat memory (it was
-    6-8 GB and 20 s, then a RuntimeError at the memory limit)."""
+    config.json with codebook_size = 10^6, a Chameleon / diffusers VQModel folder with 4096x the channels: each
+    a quick ValueError naming the field, with flat memory (it was 6-8 GB and 20 s, then a RuntimeError at the
+    memory limit)."""
     import json
     import subprocess
 
@@ -436,7 +448,7 @@ def test_7_absurd_config_sizes_are_refused_before_building(tmp_path, data_dir):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     *records, peak = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(records) == 5
+    assert len(records) == 7
     for record in records:
         assert record["error"] is not None, record
         assert record["field"] in record["error"].replace(" ", ""), record

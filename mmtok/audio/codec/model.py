@@ -20,7 +20,7 @@ from ...tokenizer.folder import read_folder, save_folder
 from ...tokenizer.protocol import AUDIO_AXES, CodeSpec
 from ..io import load_audio, prepare_waveform
 from .blocks import Decoder, Encoder
-from .checkpoint import check_state_dict_exactly, field_checks, load_state_dict_exactly, read_dac_file
+from .checkpoint import field_checks, load_state_dict_exactly, read_dac_file
 from .chunking import decode_chunked, encode_chunked, output_length
 from .config import CodecConfig
 from .quantizer import ResidualVectorQuantizer
@@ -95,8 +95,7 @@ class AudioCodec(nn.Module):
     @classmethod
     def _checked(cls, config: CodecConfig, state_dict: dict, source: str) -> "AudioCodec":
         """The codec of `config`, built only once the weights are known to fit it (see tokenizer.fields)."""
-        return build_checked(lambda: cls(config), field_checks(config, state_dict),
-                             lambda expected: check_state_dict_exactly(expected, state_dict, source), source)
+        return build_checked(lambda: cls(config), field_checks(config, state_dict), source)
 
     def save_pretrained(self, directory) -> pathlib.Path:
         """Write config.json + model.safetensors (DAC's key names) through the shared save layer."""

@@ -20,6 +20,7 @@ import pathlib
 
 import torch
 
+from ...tokenizer.fields import build_checked, count, count_check, dim_check
 from ...tokenizer.folder import CONFIG_NAME, read_config, read_folder, save_folder
 from ...tokenizer.weights import find_weights, load_exactly, read_state_dict
 from ..tokenizer import ImageTokenizer
@@ -83,7 +84,18 @@ class DiffusersVQTokenizer(ImageTokenizer):
 
     @classmethod
     def _loaded(cls, config: DiffusersVQConfig, state, origin: str, **kwargs) -> "DiffusersVQTokenizer":
-        model = DiffusersVQModel(config)
+        levels = len(config.block_out_channels)
+        checks = [count_check("len(block_out_channels)", levels, state, "encoder.down_blocks"),
+                  count_check("layers_per_block", config.layers_per_block, state, "encoder.down_blocks.0.resnets"),
+                  dim_check("num_vq_embeddings", config.num_vq_embeddings, state, "quantize.embedding.weight", 0),
+                  dim_check("vq_embed_dim", config.vq_embed_dim or config.latent_channels, state,
+                            "quantize.embedding.weight", 1),
+                  dim_check("in_channels", config.in_channels, state, "encoder.conv_in.weight", 1),
+                  dim_check("latent_channels", config.latent_channels, state, "encoder.conv_out.weight", 0),
+                  dim_check("out_channels", config.out_channels, state, "decoder.conv_out.weight", 0)]
+        checks += [dim_check(f"block_out_channels[{i}]", width, state, f"encoder.down_blocks.{i}.resnets.0.conv1.weight",
+                             0) for i, width in enumerate(config.block_out_channels[: count(state, "encoder.down_blocks")])]
+        model = build_checked(lambda: DiffusersVQModel(config), checks, origin)  # sizes against the weights first
         load_exactly(model, state, origin)
         return cls(config, model, **kwargs)
 
