@@ -74,6 +74,11 @@ def _mmtok_folder(probe: Probe) -> bool:
     return probe.is_dir and probe.mmtok_format is not None
 
 
+def _transformers_dac(probe: Probe) -> bool:
+    """A transformers DacModel folder (config.json model_type 'dac')."""
+    return probe.is_dir and probe.model_type == "dac"
+
+
 def _encodec(probe: Probe) -> bool:
     """A transformers EncodecModel folder (config.json model_type 'encodec')."""
     return probe.is_dir and probe.model_type == "encodec"
@@ -200,6 +205,8 @@ LAYOUTS: list[Layout] = [
     Layout("diffusers-vq", "diffusers VQModel folder (aMUSEd, VQ-Diffusion, Kandinsky MoVQ): config.json with "
            "_class_name 'VQModel' + diffusion_pytorch_model.safetensors / .bin / sharded index",
            _diffusers_vq, "mmtok.image.diffusers_vq.tokenizer:load_diffusers_vq"),
+    Layout("dac-transformers", "transformers DacModel folder (model_type 'dac'): descript/dac_16khz, 24khz, 44khz",
+           _transformers_dac, "mmtok.audio.codec.transformers_dac:load_transformers_dac"),
     Layout("encodec", "transformers EncodecModel folder (model_type 'encodec'): EnCodec 24 kHz (MusicGen, AudioGen, "
            "Bark); chunked 48 kHz configs refused for now", _encodec, "mmtok.audio.encodec.model:load_encodec"),
     Layout("cosmos-video", "NVIDIA Cosmos-Tokenizer discrete video folder (DV: encoder.jit + decoder.jit of the "

@@ -50,9 +50,9 @@ class CodecConfig:
             if not rates or any(not isinstance(r, int) or r < 1 for r in rates):
                 raise ValueError(f"codec config: {name} must be a non-empty list of positive ints, got {rates!r}")
             object.__setattr__(self, name, rates)
-        if self.decoder_dim % 2 ** len(self.decoder_rates):
-            raise ValueError(f"codec config: decoder_dim {self.decoder_dim} is not divisible by "
-                             f"2**len(decoder_rates) = {2 ** len(self.decoder_rates)}")
+        if self.decoder_dim < 2 ** len(self.decoder_rates):  # DAC halves it (floor) per rate: it must stay >= 1
+            raise ValueError(f"codec config: decoder_dim {self.decoder_dim} is below 2**len(decoder_rates) = "
+                             f"{2 ** len(self.decoder_rates)}")
 
     @property
     def hop_length(self) -> int:

@@ -93,6 +93,13 @@ class AudioCodec(nn.Module):
         return codec.eval()
 
     @classmethod
+    def from_state_dict(cls, config: CodecConfig, state_dict: dict, source: str) -> "AudioCodec":
+        """The codec of `config` with DAC-named weights (weight_g / weight_v), strict on keys and shapes."""
+        codec = cls._checked(config, state_dict, source)
+        load_state_dict_exactly(codec, state_dict, source)
+        return codec.eval()
+
+    @classmethod
     def _checked(cls, config: CodecConfig, state_dict: dict, source: str) -> "AudioCodec":
         """The codec of `config`, built only once the weights are known to fit it (see tokenizer.fields)."""
         return build_checked(lambda: cls(config), field_checks(config, state_dict), source)
