@@ -19,6 +19,7 @@ holding those keys are read).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -30,7 +31,7 @@ import torch
 from ..ops import nearest_code
 from ..tokenizer.fields import build_checked
 from ..tokenizer.folder import read_config, read_folder, save_folder
-from ..tokenizer.protocol import CodeSpec
+from ..tokenizer.protocol import CodeSpec  # noqa: F401  (the type of code_spec)
 from ..tokenizer.weights import find_weights, read_state_dict, strip_prefix
 from . import checkpoints
 from .autoencoder import VQAutoencoder
@@ -38,6 +39,7 @@ from .config import VQGANConfig
 from .tokenizer import ImageTokenizer
 
 FORMAT = "mmtok.image.transformers_vq"
+FORMAT_VERSION = 1
 FAMILIES = ("chameleon", "janus")
 VQ_MODEL_TYPES = {"chameleon_vqgan": "chameleon", "janus_vqgan": "janus"}
 FULL_MODEL_TYPES = {"chameleon": "chameleon", "janus": "janus"}
@@ -235,19 +237,15 @@ class TransformersVQTokenizer(ImageTokenizer):
         return {"family": self.family, "preprocessing": self.preprocessing, "lookup": self.lookup,
                 "decoder": self.has_decoder, "vqgan": self._config.to_dict()}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights under mmtok's key names (fp32, on the tokenizer's device)."""
-        return self.model.state_dict()
-
     def save_pretrained(self, directory) -> pathlib.Path:
         """mmtok's own folder (config.json with format 'mmtok.image.transformers_vq' + model.safetensors)."""
-        return save_folder(directory, FORMAT, self.config, self.state_dict())
+        return save_folder(directory, FORMAT, self.config, self.state_dict(), version=FORMAT_VERSION)
 
     @classmethod
     def from_pretrained(cls, directory, *, dtype=None, device=None, channels_last: bool = True,
                         preprocessing: str | None = None, lookup: str | None = None) -> "TransformersVQTokenizer":
         """A folder written by `save_pretrained`; `preprocessing` / `lookup` override the saved choices."""
-        saved = read_folder(directory, expected_format=FORMAT)
+        saved = read_folder(directory, expected_format=FORMAT, max_version=FORMAT_VERSION)
         c = saved.config
         missing = sorted({"family", "preprocessing", "lookup", "decoder", "vqgan"} - set(c))
         if missing:
