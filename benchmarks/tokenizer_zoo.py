@@ -15,6 +15,8 @@ are not counted). Prints one table per family and writes benchmarks/results/toke
 
 Families (add yours to FAMILIES: `build(folder)` saves the upstream model, `upstream(folder)` loads it and
 returns (encode, decode) callables on float images / int codes):
+    chameleon  transformers ChameleonVQVAE, Chameleon-7B config, 512 px (decode: mmtok with a taming decoder only)
+    janus   transformers JanusVQVAE, Janus-Pro config, 384 px
     amused  diffusers VQModel, aMUSEd-256's VQ-GAN config (group norm, f16, 8192 codes, 64-d), 256 px
     movq    diffusers VQModel, Kandinsky 2.2's MoVQ config (spatial norm, f8, 16384 codes, 4-d), 256 px
 """
@@ -81,11 +83,91 @@ def _diffusers_upstream(folder: pathlib.Path):
     return encode, decode
 
 
+# transformers' released VQ configs (ChameleonVQVAEConfig defaults = facebook/chameleon-7b's vq_config; Janus-Pro:
+# JanusVQVAEConfig defaults with num_patches 24, i.e. 384 px -> 24 x 24 codes)
+CHAMELEON_512 = dict()
+JANUS_PRO_384 = dict(num_patches=24)
+
+
+def _transformers_classes(kind: str):
+    from transformers import ChameleonVQVAE, ChameleonVQVAEConfig, JanusVQVAE, JanusVQVAEConfig
+
+    return (ChameleonVQVAE, ChameleonVQVAEConfig) if kind == "chameleon" else (JanusVQVAE, JanusVQVAEConfig)
+
+
+def _transformers_build(kind: str, config: dict):
+    """Seeded random model; quant_conv widened (x20) and the codebook drawn like the latents (per-channel mean +
+    std * N(0,1) on a small probe image), so codes are not all near-ties. Chameleon: a taming-layout decoder
+    (`vqgan.ckpt`, mmtok's own random Decoder under taming's key names) for mmtok's decode; transformers has none."""
+    def build(folder: pathlib.Path) -> None:
+        model_cls, config_cls = _transformers_classes(kind)
+        torch.manual_seed(0)
+        model = model_cls(config_cls(**config)).eval()
+        with torch.no_grad():
+            model.quant_conv.weight.mul_(20.0)
+            model.quant_conv.bias.mul_(20.0)
+            probe = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(2)) * 2 - 1
+            rows = model.quant_conv(model.encoder(probe)).permute(0, 2, 3, 1).reshape(-1, model.config.embed_dim)
+            book = model.quantize.embedding.weight
+            book.copy_(rows.mean(0) + rows.std(0) * torch.randn(book.shape, generator=torch.Generator().manual_seed(3)))
+        model.save_pretrained(folder)
+        if kind == "chameleon":
+            from mmtok.image.autoencoder import Decoder
+            from mmtok.image.transformers_vq import chameleon_config
+
+            torch.manual_seed(1)
+            decoder = Decoder(chameleon_config(model.config.to_dict()))
+            torch.save({"state_dict": {f"decoder.{k}": v for k, v in decoder.state_dict().items()}},
+                       folder / "vqgan.ckpt")
+    return build
+
+
+def _transformers_upstream(kind: str):
+    def upstream(folder: pathlib.Path):
+        model_cls, _ = _transformers_classes(kind)
+        model = model_cls.from_pretrained(folder).eval()
+        f = 2 ** (len(model.config.channel_multiplier) - 1)
+
+        def encode(x):
+            return model.encode(x).image_tokens.view(x.shape[0], x.shape[2] // f, x.shape[3] // f)
+
+        def decode(codes):
+            return model.decode(codes.reshape(codes.shape[0], -1))
+
+        return encode, (decode if kind == "janus" else None)
+    return upstream
+
+
+def _transformers_margins(kind: str):
+    def margins(folder: pathlib.Path, batch: int, size: int) -> torch.Tensor:
+        """Plain-L2 margins of transformers' fp32 latents (the lookup of ChameleonVQVAE / JanusVQVAE.encode)."""
+        model_cls, _ = _transformers_classes(kind)
+        model = model_cls.from_pretrained(folder).eval()
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand((batch, 3, size, size), generator=g) * 2 - 1
+        with torch.no_grad():
+            z = model.quant_conv(model.encoder(x))
+        rows = z.double().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        d = torch.cdist(rows, model.quantize.embedding.weight.double()).topk(2, largest=False).values
+        return (d[:, 1] - d[:, 0]).view(batch, z.shape[2], z.shape[3])
+    return margins
+
+
 FAMILIES = {
     "amused": dict(build=_diffusers_build(AMUSED_256), upstream=_diffusers_upstream, size=256,
                    what="diffusers VQModel, aMUSEd-256 config (group norm, f16, 8192x64)"),
     "movq": dict(build=_diffusers_build(MOVQ), upstream=_diffusers_upstream, size=256,
                  what="diffusers VQModel, Kandinsky 2.2 MoVQ config (spatial norm, f8, 16384x4)"),
+    # mmtok decodes Chameleon with a taming-layout decoder checkpoint (transformers has no decoder: no upstream
+    # decode row); Janus is timed with lookup="transformers" so that its codes compare with JanusVQVAE.encode's
+    # (the default upstream-Janus lookup costs the same: one nearest_code call on normalised copies).
+    "chameleon": dict(build=_transformers_build("chameleon", CHAMELEON_512), upstream=_transformers_upstream("chameleon"),
+                      margins=_transformers_margins("chameleon"), size=512,
+                      mmtok_options=lambda folder: {"decoder_checkpoint": folder / "vqgan.ckpt"},
+                      what="transformers ChameleonVQVAE, Chameleon-7B config (f16, 8192x256; decode: mmtok only)"),
+    "janus": dict(build=_transformers_build("janus", JANUS_PRO_384), upstream=_transformers_upstream("janus"),
+                  margins=_transformers_margins("janus"), size=384, mmtok_options=lambda folder: {"lookup": "transformers"},
+                  what="transformers JanusVQVAE, Janus-Pro config (f16, 16384x8, 24x24 codes)"),
 }
 VARIANTS = ["upstream fp32", "mmtok fp32", "mmtok bf16"]
 
@@ -142,7 +224,7 @@ def worker(args) -> None:
         import mmtok
 
         dtype = torch.bfloat16 if args.variant.endswith("bf16") else torch.float32
-        tok = mmtok.load(folder, dtype=dtype)
+        tok = mmtok.load(folder, dtype=dtype, **family.get("mmtok_options", lambda _: {})(folder))
         encode, decode = tok.encode, (lambda c: tok.decode(c, clamp=False))
     result = {}
     with torch.inference_mode():
@@ -150,10 +232,13 @@ def worker(args) -> None:
         _peak_mb(reset=True)
         cold, warm, codes = _time(lambda: encode(x), args.repeats)
         result.update(encode_cold=cold, encode_warm=warm, encode_peak_mb=_peak_mb() - base)
-        base = _rss_mb()
-        _peak_mb(reset=True)
-        cold, warm, _ = _time(lambda: decode(codes_in if codes_in is not None else codes), args.repeats)
-        result.update(decode_cold=cold, decode_warm=warm, decode_peak_mb=_peak_mb() - base)
+        if decode is None:  # no upstream decoder (Chameleon in transformers)
+            result.update(decode_cold=None, decode_warm=None, decode_peak_mb=None)
+        else:
+            base = _rss_mb()
+            _peak_mb(reset=True)
+            cold, warm, _ = _time(lambda: decode(codes_in if codes_in is not None else codes), args.repeats)
+            result.update(decode_cold=cold, decode_warm=warm, decode_peak_mb=_peak_mb() - base)
     torch.save(codes.cpu(), folder / f"codes-{args.variant.replace(' ', '_')}.pt")
     print("RESULT " + json.dumps(result))
 
@@ -207,7 +292,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"zoo-{family}-") as tmp:
             folder = pathlib.Path(tmp)
             spec["build"](folder)
-            margin = _margins(folder, args.batch, spec["size"])
+            margin = spec.get("margins", _margins)(folder, args.batch, spec["size"])
             best: dict[str, dict] = {}
             for _ in range(args.rounds):
                 for variant in VARIANTS:
@@ -217,6 +302,8 @@ def main() -> None:
                         torch.save(torch.load(folder / "codes-upstream_fp32.pt"), folder / "codes.pt")
                     b = best.setdefault(variant, dict(r))
                     for key, value in r.items():
+                        if value is None or b[key] is None:
+                            continue
                         b[key] = min(b[key], value) if key.endswith(("warm", "cold")) else max(b[key], value)
             reference = torch.load(folder / "codes-upstream_fp32.pt")
             for variant in VARIANTS:
@@ -229,8 +316,10 @@ def main() -> None:
         for variant in VARIANTS:
             r = best[variant]
             n = args.batch
+            dec = r["decode_warm"]
+            dec_ratio = base["decode_warm"] / dec if dec is not None and base["decode_warm"] is not None else None
             rows.append([variant, n / r["encode_warm"], base["encode_warm"] / r["encode_warm"], r["encode_cold"],
-                         r["encode_peak_mb"], n / r["decode_warm"], base["decode_warm"] / r["decode_warm"],
+                         r["encode_peak_mb"], n / dec if dec is not None else None, dec_ratio,
                          r["decode_cold"], r["decode_peak_mb"], f"{r['codes_equal_all']:.4f}",
                          r["codes_equal_where_sure"]])
         print(f"\n{family}: {spec['what']}, {spec['size']} px, batch {args.batch}, {args.threads} thread(s)")
