@@ -243,7 +243,8 @@ class Codebook(nn.Module):
     def lookup(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) -> int64 (B, h, w): argmin_k |z - e_k|^2, ties to the lowest index."""
         rows = latents.float().permute(0, 2, 3, 1)  # a view for channels-last latents
-        return nearest_code(rows, self.embedding.weight.float(), metric="l2")[0]
+        # detached: a plain tensor (not the Parameter) takes nearest_code's direct eager path, not the custom op
+        return nearest_code(rows, self.embedding.weight.detach().float(), metric="l2")[0]
 
     def rows(self, indices: torch.Tensor) -> torch.Tensor:
         """int64 (B, h, w) -> codebook rows (B, D, h, w), channels-last memory."""
