@@ -132,3 +132,29 @@ print(grown)
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.split()[-1]) < 64.0, out.stdout
+
+
+def test_first_call_does_not_import_the_compiler_stack():
+    """The cold-start cost found in issue 18: the first call of the `mmtok::nearest_code` custom op imported
+    torch._dynamo (with sympy and triton), seconds before a fresh process's first tokens. Inference now calls
+    the op's implementation directly; autograd and torch.compile still go through the op."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, torch
+from mmtok.audio.tokenizer import AudioTokenizer
+from mmtok.ops import nearest_code
+AudioTokenizer().encode(torch.randn(32000) * 0.1, 16000)
+with torch.no_grad():
+    nearest_code(torch.randn(50, 8), torch.randn(64, 8), metric="cosine")
+nearest_code(torch.randn(50, 8), torch.randn(64, 8))
+print(sorted(m for m in ("torch._dynamo", "sympy", "triton") if m in sys.modules))
+x = torch.randn(5, 8, requires_grad=True)
+d = nearest_code(x, torch.randn(16, 8))[1].sum()
+d.backward()
+assert x.grad is not None and torch.isfinite(x.grad).all()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[0] == "[]", out.stdout
