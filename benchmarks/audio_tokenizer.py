@@ -1,6 +1,7 @@
 """BEST-RQ audio tokenizer speed and memory: mmtok vs plain-torch versions of the same recipe.
 
-Baselines (same log-mel, normalisation, stacking and random projection; they differ in how they
+Baselines (same log-mel with the relative floor and silence gate, normalisation, stacking and random
+projection; they differ in how they
 find the nearest code, as the open implementations do):
   torch-matmul   SpeechBrain style: full (tokens x 8192) cosine-similarity matrix, then argmax
   torch-l2       NeMo style: (tokens x 8192 x 16) difference tensor, squared and summed, then argmin
@@ -63,6 +64,8 @@ class PlainTorchBestRQ:
     def __init__(self, tokenizer: AudioTokenizer, style: str):
         fb = tokenizer.frontend
         self.window, self.banks = fb.window, fb.mel_banks
+        self.scale = fb.power_scale()
+        self.floor, self.gate = tokenizer.relative_floor.floor, tokenizer.relative_floor.gate
         self.projection = tokenizer.quantizer.projection[0]
         self.codebook = tokenizer.quantizer.codebook[0]
         self.style = style
@@ -73,8 +76,14 @@ class PlainTorchBestRQ:
         frames = frames - frames.mean(dim=1, keepdim=True)
         frames = torch.cat([frames[:, :1] * 0.03, frames[:, 1:] - 0.97 * frames[:, :-1]], dim=1) * self.window
         power = torch.fft.rfft(frames, n=512).abs() ** 2
-        mel = (power @ self.banks).clamp_min(1.1920929e-07).log()
-        mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-5)
+        # the relative floor: level = loudest 10 ms (DC removed), floor and silence gate relative to it
+        hops = x[: x.shape[0] // 160 * 160].double().view(-1, 160)
+        level = float((hops - hops.mean(dim=1, keepdim=True)).square().mean(dim=1).max())
+        mel = ((power @ self.banks) / (level * self.scale)).clamp_min(self.floor).log()
+        active = mel.amax(dim=1) >= torch.log(torch.tensor(self.gate))
+        mel[~active] = torch.log(torch.tensor(self.floor))
+        speech = mel[active] if bool(active.any()) else mel
+        mel = (mel - speech.mean(0)) / (speech.std(0) + 1e-5)
         stacked = mel[: mel.shape[0] // 4 * 4].reshape(-1, 320)
         z = torch.nn.functional.normalize(stacked @ self.projection, dim=-1)
         codes = torch.nn.functional.normalize(self.codebook, dim=-1)
