@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
 
-from .vocabulary import CODE, RESOLUTION, SPECIAL, TEXT, Vocabulary
+from .vocabulary import Vocabulary
 
 # modes
 TOP, IMG_H, IMG_W, IMG_BODY, AUDIO, VIDEO, STAMP, DONE = range(8)
@@ -316,10 +314,4 @@ def block_names(vocab: Vocabulary) -> tuple[str, ...]:
     return tuple(have)
 
 
-def categorize(vocab: Vocabulary, ids: Sequence[int]) -> np.ndarray:
-    """Category per id (TEXT / SPECIAL / RESOLUTION / CODE / INVALID), for messages."""
-    return vocab.classify(np.asarray(ids, dtype=np.int64))[0]
-
-
-__all__ = ["Grammar", "GrammarState", "Rules", "BLOCKS", "block_names", "categorize",
-           "TEXT", "SPECIAL", "RESOLUTION", "CODE"]
+__all__ = ["Grammar", "GrammarState", "Rules", "BLOCKS", "block_names"]
