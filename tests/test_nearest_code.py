@@ -259,3 +259,41 @@ def test_info_reports_every_backend():
         assert entry["available"] == (entry["reason"] is None), name
     out = subprocess.run([sys.executable, "-m", "mmtok", "info"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and '"backends"' in out.stdout
+
+
+def test_parameter_codebook_without_autograd_skips_the_op():
+    """A module's codebook is an nn.Parameter (`weight.float()` of an fp32 Parameter is the Parameter): with grad
+    mode off (no_grad, inference_mode) or requires_grad False, the lookup runs the op's implementation directly, so
+    a fresh process never imports torch._dynamo (seconds of cold start). With autograd it still goes through the op
+    and the codebook's gradient matches the float64 formula."""
+    script = textwrap.dedent(
+        """
+        import sys, torch
+        import mmtok
+        torch.manual_seed(0)
+        x, w = torch.randn(300, 8), torch.nn.Parameter(torch.randn(64, 8))
+        ref = torch.cdist(x.double(), w.detach().double()).argmin(1)
+        with torch.no_grad():
+            a, da = mmtok.nearest_code(x, w.float())
+            b, _ = mmtok.nearest_code(x, w, metric="cosine")
+        with torch.inference_mode():
+            c, _ = mmtok.nearest_code(x, w)
+        frozen = torch.nn.Parameter(w.detach().clone(), requires_grad=False)
+        d, _ = mmtok.nearest_code(x, frozen)  # grad mode on, but nothing requires grad
+        assert torch.equal(a, ref) and torch.equal(c, ref) and torch.equal(d, ref), "wrong codes"
+        expect = (x.double() - w.detach().double()[ref]).pow(2).sum(-1)
+        assert torch.allclose(da.double(), expect, rtol=1e-5, atol=1e-5), "wrong distances"
+        assert not da.requires_grad
+        print(sorted(m for m in ("torch._dynamo",) if m in sys.modules))
+        idx, dist = mmtok.nearest_code(x, w)  # autograd: the op path
+        assert dist.requires_grad and torch.equal(idx, ref)
+        dist.sum().backward()
+        g = torch.zeros(64, 8, dtype=torch.float64).index_add_(0, ref, -2 * (x.double() - w.detach().double()[ref]))
+        assert torch.allclose(w.grad.double(), g, rtol=1e-5, atol=1e-5), "wrong codebook gradient"
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "[]" and lines[-1] == "ok", out.stdout

@@ -161,6 +161,12 @@ def _needs_op(x: torch.Tensor, codebook: torch.Tensor) -> bool:
     """Go through the custom op only where it matters: under torch.compile / tracing, or with autograd."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return True
-    if type(x) is not torch.Tensor or type(codebook) is not torch.Tensor:  # fake / functional / other subclasses
+    if type(x) not in _EAGER_TYPES or type(codebook) not in _EAGER_TYPES:  # fake / functional / other subclasses
         return True
     return torch.is_grad_enabled() and (x.requires_grad or codebook.requires_grad)
+
+
+# nn.Parameter is a plain tensor that requires grad (e.g. a module's codebook; `weight.float()` of an fp32
+# Parameter returns the Parameter itself): with grad mode off, or with requires_grad False, no autograd is needed,
+# so it takes the direct path too. A Parameter wrapping a tensor subclass has the subclass's type, not Parameter.
+_EAGER_TYPES = (torch.Tensor, torch.nn.Parameter)
