@@ -9,6 +9,12 @@ as foreign tokens (lenient); lenient padding of declared-but-missing grid cells 
 max(len(ids), PAD_FLOOR) cells, and an image whose padding would exceed what is left is dropped (a Repair), so
 neither `[image_begin, res64, res64, image_end] * N` nor a huge `max_grid` can make grids far larger than the
 ids; at most MAX_REPAIRS repairs are listed, then one more that counts the rest.
+
+Factorised sub-tokens (several image codebooks) are checked per position: the j-th sub-token of a row must come
+from codebook j mod K (strict: an error; lenient: replaced by `fill_code`), and rows, padding and cropping count
+sub-tokens, so a truncated position is padded. Multi-scale images (the vocabulary's image_scales) are a flat run
+of exactly `image_tokens` codes; lenient decoding pads or crops to that length (or drops the image when the
+padding budget is spent), and resolution tokens that disagree with the finest scale are reported.
 """
 from __future__ import annotations
 
@@ -147,6 +153,8 @@ class _Parser:
 
     # ---- images --------------------------------------------------------------------------------
     def parse_image(self, kind):
+        if self.vocab.image_scales is not None:
+            return self.parse_scales(kind)
         start = self.pos
         self.pos += 1
         size = []
@@ -162,6 +170,7 @@ class _Parser:
         rows: list[list[int]] = []
         row: list[int] = []
         eor = self.vocab.end_of_row
+        k = len(self.vocab.codebooks("image"))
         while True:
             p = self.pos
             if p >= self.n:
@@ -169,18 +178,19 @@ class _Parser:
                              " before the end of the sequence")
                 break
             c = self.category[p]
-            if self.is_code_of(p, "image"):
+            if self.is_code_of(p, "image", len(row) % k):
                 row.append(int(self.value[p]))
             elif c == CODE or c == INVALID:
+                where = f" where image codebook {len(row) % k} was expected" if k > 1 else ""
                 self.problem(p, "foreign_code", f"{self.describe(p)} inside the image begun at position {start}"
-                             f" (replaced by image code {self.fill_code})")
+                             f"{where} (replaced by image code {self.fill_code})")
                 row.append(self.fill_code)
             elif c == RESOLUTION:
                 self.problem(p, "stray_token", f"{self.describe(p)} inside the image begun at position {start}")
             elif c == SPECIAL and self.special_name(p) == "end_of_row" and eor:
-                if w is not None and len(row) != w:
+                if w is not None and len(row) != w * k:
                     self.problem(p, "row_length", f"row {len(rows)} of the image begun at position {start} has"
-                                 f" {len(row)} codes, expected {w}")
+                                 f" {len(row)} codes, expected {w * k}")
                 if h is not None and len(rows) == h:
                     self.problem(p, "extra_rows", f"image begun at position {start} has more than {h} rows")
                 rows.append(row)
@@ -203,22 +213,28 @@ class _Parser:
                 rows.append(row)
         else:
             rows = [row]
-        grid = self.assemble_grid(rows, h, w, start, end)
-        return None if grid is None else kind(codes=grid)
+        grid = self.assemble_grid(rows, h, w, start, end, k)
+        if grid is None:
+            return None
+        if k > 1:  # (h, w * K) sub-tokens -> (K, h, w)
+            grid = grid.reshape(grid.shape[0], -1, k).permute(2, 0, 1).contiguous()
+        return kind(codes=grid)
 
-    def assemble_grid(self, rows, h, w, start, end):
+    def assemble_grid(self, rows, h, w, start, end, k=1):
+        """The (h, w * k) grid of sub-tokens (k per position) from the rows read, padded / cropped."""
         eor = self.vocab.end_of_row
         if h is None:  # lenient only: infer the grid the resolution tokens should have given
             if eor and rows:
-                h, w = len(rows), max(1, len(rows[0]))
+                h, w = len(rows), max(1, -(-len(rows[0]) // k))
             else:
-                count = len(rows[0]) if rows else 0
+                count = -(-len(rows[0]) // k) if rows else 0
                 if count == 0:
                     self.note(Repair(start, "dropped_image", "image with no codes and no size dropped"))
                     return None
                 w = math.isqrt(count - 1) + 1
                 h = -(-count // w)
             self.note(Repair(start, "inferred_grid", f"grid {h}x{w} inferred from the codes"))
+        w *= k  # from here on w counts sub-tokens
         present = sum(min(len(row), w) for row in rows[:h]) if eor else min(len(rows[0]) if rows else 0, h * w)
         padding = h * w - present
         if padding > self.pad_budget and not self.strict:  # strict mode refuses any incomplete grid itself
@@ -244,6 +260,67 @@ class _Parser:
             if row:
                 grid[r, : len(row)] = torch.tensor(row, dtype=torch.int64)
         return grid
+
+    def parse_scales(self, kind):
+        """A multi-scale image: <image_begin> <res h> <res w> exactly image_tokens codes <image_end>."""
+        start = self.pos
+        self.pos += 1
+        final = self.vocab.image_scales[-1]
+        size = []
+        for what in ("height", "width"):
+            if self.pos < self.n and self.category[self.pos] == RESOLUTION:
+                size.append(int(self.value[self.pos]))
+                self.pos += 1
+            else:
+                self.problem(self.pos, "missing_resolution", f"image begun at position {start} expects a resolution"
+                             f" token (grid {what}), found {self.describe(self.pos)}")
+                break
+        if len(size) == 2 and tuple(size) != final:
+            self.problem(start + 1, "wrong_resolution", f"image begun at position {start} declares a"
+                         f" {size[0]}x{size[1]} grid; this vocabulary's finest scale is {final[0]}x{final[1]}")
+        tokens: list[int] = []
+        while True:
+            p = self.pos
+            if p >= self.n:
+                self.problem(p, "missing_end", f"image begun at position {start} is truncated: no <image_end>"
+                             " before the end of the sequence")
+                break
+            c = self.category[p]
+            if self.is_code_of(p, "image"):
+                tokens.append(int(self.value[p]))
+            elif c == CODE or c == INVALID:
+                self.problem(p, "foreign_code", f"{self.describe(p)} inside the image begun at position {start}"
+                             f" (replaced by image code {self.fill_code})")
+                tokens.append(self.fill_code)
+            elif c == SPECIAL and self.special_name(p) == "image_end":
+                self.pos += 1
+                break
+            elif c == RESOLUTION or (c == SPECIAL and self.special_name(p) in ("pad", "end_of_row")):
+                self.problem(p, "stray_token", f"{self.describe(p)} inside the image begun at position {start}")
+            else:
+                self.problem(p, "missing_end", f"image begun at position {start} has no <image_end>: found"
+                             f" {self.describe(p)}")
+                break  # leave this token for the enclosing level
+            self.pos += 1
+        end = self.pos - 1 if self.pos and self.special_at(self.pos - 1) == "image_end" else self.pos
+        want = self.vocab.image_tokens
+        if not tokens and not self.strict:
+            self.note(Repair(start, "dropped_image", f"image begun at position {start} has no codes (dropped)"))
+            return None
+        padding = max(0, want - len(tokens))
+        if padding > self.pad_budget and not self.strict:
+            self.note(Repair(start, "dropped_image", f"image begun at position {start} has {len(tokens)} of {want}"
+                             f" tokens; padding {padding} exceeds the {self.pad_budget} left for this input of"
+                             f" {self.n} ids (dropped)"))
+            return None
+        self.pad_budget -= padding
+        if len(tokens) != want:
+            self.problem(end, "truncated_grid" if len(tokens) < want else "cropped_grid",
+                         f"image begun at position {start} has {len(tokens)} tokens, expected {want} over the"
+                         f" scales {[list(s) for s in self.vocab.image_scales]}"
+                         f" ({'padded' if len(tokens) < want else 'cropped'})")
+        tokens = (tokens + [self.fill_code] * padding)[:want]
+        return kind(codes=torch.tensor(tokens, dtype=torch.int64))
 
     # ---- audio ---------------------------------------------------------------------------------
     def parse_audio(self):

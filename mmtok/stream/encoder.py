@@ -2,6 +2,10 @@
 
 Layout (names are special tokens, `res` the resolution tokens, `eor` present when the vocabulary uses it):
     <bos> text... <image_begin> <res h> <res w> (codes[r] <eor>)*h <image_end>
+        with several image codebooks (factorised sub-tokens, codes (K, h, w)) each position of a row is its K
+        sub-tokens in codebook order, each from its codebook's range;
+        with image_scales (VAR, codes (L,)): <image_begin> <res h> <res w> tokens... <image_end>, the scales'
+        token maps concatenated coarse to fine (each row-major, no <eor>), h x w the finest scale
     <audio_begin> interleaved codes <audio_end>      (BEST-RQ; codec audio uses <audio_codec_begin/end>)
     <video_begin> (<frame> "12.500" <image_begin> ... <image_end>)* [audio block] <video_end> <eos>
 A frame's timestamp is text (seconds, millisecond precision) between <frame> and its image.
@@ -23,20 +27,47 @@ def format_timestamp(seconds: float) -> str:
 
 
 def encode_image(vocab: Vocabulary, codes: torch.Tensor) -> np.ndarray:
-    (image_range,) = vocab.codebooks("image")
+    if vocab.image_scales is not None:
+        return _encode_scales(vocab, codes)
+    ranges = vocab.codebooks("image")
     grid = np.asarray(codes.cpu(), dtype=np.int64)
-    h, w = grid.shape
+    k = len(ranges)
+    if k > 1 or grid.ndim != 2:
+        if grid.ndim != 3 or grid.shape[0] != k:
+            raise ValueError(f"image codes must be ({k}, h, w) for this vocabulary's {k} image codebooks, got shape"
+                             f" {tuple(grid.shape)}" if k > 1 else
+                             f"image codes must be an (h, w) grid for this vocabulary, got shape {tuple(grid.shape)}")
+        grid = np.moveaxis(grid, 0, -1)  # (h, w, K): each position's sub-tokens together, in codebook order
+    else:
+        grid = grid[..., None]
+    h, w = grid.shape[:2]
     if h == 0 or w == 0:
         raise ValueError(f"image grid {h}x{w} is empty")
-    bad = (grid < 0) | (grid >= image_range.size)
+    sizes = np.array([r.size for r in ranges], dtype=np.int64)
+    bad = (grid < 0) | (grid >= sizes)
     if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise ValueError(f"image code {grid[r, c]} at row {r}, column {c} is outside [0, {image_range.size})")
-    body = grid + image_range.offset
+        r, c, j = np.argwhere(bad)[0]
+        where = f" codebook {j}," if k > 1 else ""
+        raise ValueError(f"image code {grid[r, c, j]} at{where} row {r}, column {c} is outside [0, {sizes[j]})")
+    body = (grid + np.array([r.offset for r in ranges], dtype=np.int64)).reshape(h, w * k)
     if vocab.end_of_row:
         body = np.concatenate([body, np.full((h, 1), vocab.special("end_of_row"))], axis=1)
     head = [vocab.special("image_begin"), vocab.resolution_token(h), vocab.resolution_token(w)]
     return np.concatenate([head, body.reshape(-1), [vocab.special("image_end")]]).astype(np.int64)
+
+
+def _encode_scales(vocab: Vocabulary, codes: torch.Tensor) -> np.ndarray:
+    (image_range,) = vocab.codebooks("image")
+    tokens = np.asarray(codes.cpu(), dtype=np.int64)
+    if tokens.ndim != 1 or tokens.shape[0] != vocab.image_tokens:
+        raise ValueError(f"image codes must be ({vocab.image_tokens},): the vocabulary's {len(vocab.image_scales)}"
+                         f" scales {[list(s) for s in vocab.image_scales]}, got shape {tuple(tokens.shape)}")
+    bad = np.flatnonzero((tokens < 0) | (tokens >= image_range.size))
+    if bad.size:
+        raise ValueError(f"image code {tokens[bad[0]]} at token {bad[0]} is outside [0, {image_range.size})")
+    h, w = vocab.image_scales[-1]
+    head = [vocab.special("image_begin"), vocab.resolution_token(h), vocab.resolution_token(w)]
+    return np.concatenate([head, tokens + image_range.offset, [vocab.special("image_end")]]).astype(np.int64)
 
 
 def encode_audio(vocab: Vocabulary, codes: torch.Tensor, modality: str) -> np.ndarray:

@@ -83,6 +83,12 @@ class Grammar:
     def __init__(self, vocab: Vocabulary, rules: Rules):
         self.vocab = vocab
         self.rules = rules
+        if len(vocab.ranges.get("image", ())) > 1 or vocab.image_scales is not None:
+            what = "multi-scale (image_scales)" if vocab.image_scales is not None else \
+                f"{len(vocab.ranges['image'])}-codebook (factorised sub-token)"
+            raise ValueError(f"constraints: this vocabulary's {what} image layout is not supported by the"
+                             " generation grammar yet (it would mis-constrain); decode such streams with"
+                             " TokenStream.decode")
         self.sp = {name: vocab.special(name) for name in vocab.special_names}
         self.sp_name = {i: name for name, i in self.sp.items()}
         self.n_text = vocab.text.size

@@ -15,15 +15,17 @@ import torch
 TIMESTAMP_DECIMALS = 3  # frame timestamps travel as text with millisecond precision
 
 
-def _as_codes(codes: Any, ndim: int, name: str) -> torch.Tensor | None:
+def _as_codes(codes: Any, ndim: int | tuple[int, ...], name: str) -> torch.Tensor | None:
     if codes is None:
         return None
     codes = torch.as_tensor(codes)
     if codes.dtype.is_floating_point or codes.dtype == torch.bool:
         raise ValueError(f"{name} codes must be integers, got {codes.dtype}")
     codes = codes.to(torch.int64)
-    if codes.ndim != ndim:
-        raise ValueError(f"{name} codes must have {ndim} dims, got shape {tuple(codes.shape)}")
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if codes.ndim not in allowed:
+        want = " or ".join(map(str, allowed))
+        raise ValueError(f"{name} codes must have {want} dims, got shape {tuple(codes.shape)}")
     return codes
 
 
@@ -43,7 +45,8 @@ class Text:
 
 @dataclass(eq=False)
 class Image:
-    """An image as a (h, w) code grid. Give `source` (path, PIL image or (3,H,W) tensor in [-1,1])
+    """An image as a (h, w) code grid, a (codebooks, h, w) grid of factorised sub-tokens, or a flat (L,)
+    multi-scale token sequence (VAR, coarse to fine), as the vocabulary's image layout says. Give `source` (path, PIL image or (3,H,W) tensor in [-1,1])
     instead of codes to have TokenStream tokenize it; `size`/`mode` go to ImageTokenizer.encode."""
 
     codes: Any = None
@@ -53,12 +56,13 @@ class Image:
     pixels: torch.Tensor | None = None  # filled by decode(decode_images=True): (3, H, W) in [-1, 1]
 
     def __post_init__(self):
-        self.codes = _as_codes(self.codes, 2, "Image")
+        self.codes = _as_codes(self.codes, (2, 3, 1), "Image")
         if self.codes is None and self.source is None:
             raise ValueError("Image needs codes or a source to tokenize")
 
     @property
-    def grid(self) -> tuple[int, int]:
+    def grid(self) -> tuple[int, ...]:
+        """The code tensor's shape: (h, w), (codebooks, h, w) or (L,)."""
         return tuple(self.codes.shape)
 
     def __eq__(self, other: object) -> bool:

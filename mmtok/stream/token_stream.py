@@ -172,11 +172,24 @@ def _check_fits(vocab: Vocabulary, name: str, tokenizer) -> None:
     shapes = codebook_shapes(**{name: tokenizer})
     modality = {"image_tokenizer": "image", "video_tokenizer": "image", "audio_tokenizer": "audio",
                 "audio_codec": "audio_codec"}[name]
-    want = shapes["image_codes"] if modality == "image" else shapes[modality]
-    want = (1, want) if modality == "image" else want
     if modality not in vocab.ranges:
         raise ValueError(f"a {name} was given but the vocabulary has no {modality!r} codes")
     ranges = vocab.ranges[modality]
+    if modality == "image":
+        want = shapes["image_codes"]
+        want = tuple(want) if isinstance(want, tuple) else (want,)
+        have = tuple(r.size for r in ranges)
+        if have != want:
+            show = (lambda x: f"1x{x[0]}" if len(x) == 1 else "+".join(map(str, x)))
+            raise VocabularyMismatchError(f"{name.replace('_', ' ')} has {show(want)} codes but the vocabulary"
+                                          f" reserves {show(have)}")
+        scales = shapes.get("image_scales")
+        if scales != vocab.image_scales:
+            show = (lambda x: "none" if x is None else [list(s) for s in x])
+            raise VocabularyMismatchError(f"{name.replace('_', ' ')} has image scales {show(scales)} but the"
+                                          f" vocabulary lays out {show(vocab.image_scales)}")
+        return
+    want = shapes[modality]
     have = (len(ranges), ranges[0].size)
     if have != tuple(want):
         raise VocabularyMismatchError(f"{name.replace('_', ' ')} has {want[0]}x{want[1]} codes but the vocabulary"

@@ -2,7 +2,9 @@
 
 Order: the text tokenizer's ids, then named special tokens (bos, eos, block begin/end, frame, end-of-row),
 then the resolution tokens `<res_1>..<res_N>` that carry an image's grid size, then one contiguous range
-per modality codebook ("image"; each "audio" (BEST-RQ) codebook; each "audio_codec" codebook).
+per modality codebook ("image", or one per image codebook for factorised sub-tokens such as Open-MAGVIT2's
+LFQ; each "audio" (BEST-RQ) codebook; each "audio_codec" codebook). A vocabulary for multi-scale codes (VAR)
+also records its scale list ("image_scales"): the number and order of the tokens of every image.
 The layout serialises to JSON with a content hash, so a stream is only ever decoded with the layout
 that produced it.
 """
@@ -51,14 +53,18 @@ class Vocabulary:
         self,
         text_tokenizer: Any = None,
         *,
-        image_codes: int | None = None,
+        image_codes: int | Sequence[int] | None = None,
+        image_scales: Sequence[Sequence[int]] | None = None,
         audio: tuple[int, int] | None = None,
         audio_codec: tuple[int, int] | None = None,
         max_grid: int = 64,
         end_of_row: bool = True,
         extra_special_tokens: Sequence[str] = (),
     ):
-        """image_codes: codebook size of the image tokenizer; audio / audio_codec: (codebooks, codes per
+        """image_codes: codebook size of the image tokenizer, or the sizes of its codebooks in codebook order
+        (factorised sub-tokens: each position carries one sub-token per codebook); image_scales: the (h, w) of
+        each scale, coarse to fine, for tokenizers whose image codes are one flat multi-scale sequence (VAR);
+        audio / audio_codec: (codebooks, codes per
         codebook); max_grid: largest grid side a resolution token can express; end_of_row: whether images
         carry an end-of-row token after each row (Emu3 / Lumina-mGPT layout)."""
         self.text = as_text_tokenizer(text_tokenizer)
@@ -71,18 +77,21 @@ class Vocabulary:
         self._special = {name: self.text.size + i for i, name in enumerate(names)}
         self.resolution_offset = self.text.size + len(names)
         offset = self.resolution_offset + self.max_grid
-        shapes = {
-            "image": None if image_codes is None else (1, _positive_int(image_codes, "image_codes")),
-            "audio": _codebook_shape(audio, "audio"),
-            "audio_codec": _codebook_shape(audio_codec, "audio_codec"),
+        sizes = {
+            "image": _image_sizes(image_codes),
+            "audio": _codebook_sizes(audio, "audio"),
+            "audio_codec": _codebook_sizes(audio_codec, "audio_codec"),
         }
+        self.image_scales = _image_scales(image_scales, sizes["image"])
         self.ranges: dict[str, tuple[CodeRange, ...]] = {}
         for modality in MODALITIES:
-            if shapes[modality] is None:
+            if sizes[modality] is None:
                 continue
-            codebooks, size = shapes[modality]
-            self.ranges[modality] = tuple(CodeRange(modality, k, offset + k * size, size) for k in range(codebooks))
-            offset += codebooks * size
+            ranges = []
+            for k, size in enumerate(sizes[modality]):
+                ranges.append(CodeRange(modality, k, offset, size))
+                offset += size
+            self.ranges[modality] = tuple(ranges)
         self.size = offset
         self._build_lookup()
 
@@ -131,6 +140,11 @@ class Vocabulary:
             raise ValueError(f"this vocabulary has no {modality!r} codes (it has: {list(self.ranges)})")
         return self.ranges[modality]
 
+    @property
+    def image_tokens(self) -> int | None:
+        """With image_scales: the number of tokens of every image (all scales); None for grid layouts."""
+        return None if self.image_scales is None else sum(h * w for h, w in self.image_scales)
+
     def offsets(self, modality: str) -> np.ndarray:
         return np.array([r.offset for r in self.codebooks(modality)], dtype=np.int64)
 
@@ -170,8 +184,9 @@ class Vocabulary:
 
     # ---- serialisation -------------------------------------------------------------------------
     def layout(self) -> dict:
-        """Everything that decides which id means what (the hash covers exactly this)."""
-        return {
+        """Everything that decides which id means what (the hash covers exactly this). "image_scales" is present
+        only for multi-scale vocabularies, so every grid layout keeps its record and hash."""
+        record = {
             "format_version": FORMAT_VERSION,
             "text": self.text.describe(),
             "special_tokens": {name: self._special[name] for name in self.special_names},
@@ -183,6 +198,9 @@ class Vocabulary:
             },
             "size": self.size,
         }
+        if self.image_scales is not None:
+            record["image_scales"] = [list(s) for s in self.image_scales]
+        return record
 
     @property
     def hash(self) -> str:
@@ -221,9 +239,11 @@ class Vocabulary:
         standard = set(SPECIAL_TOKENS)
         extra = [n for n in sorted(data["special_tokens"], key=data["special_tokens"].get) if n not in standard]
         shape = {m: (len(r), r[0]["size"]) for m, r in data["modalities"].items()}
+        image_sizes = [r["size"] for r in data["modalities"].get("image", ())]
         vocab = cls(
             text_tokenizer,
-            image_codes=shape["image"][1] if "image" in shape else None,
+            image_codes=(image_sizes[0] if len(image_sizes) == 1 else image_sizes) if image_sizes else None,
+            image_scales=data.get("image_scales"),
             audio=shape.get("audio"),
             audio_codec=shape.get("audio_codec"),
             max_grid=data["resolution_tokens"]["max_grid"],
@@ -262,30 +282,36 @@ class Vocabulary:
 
     def __repr__(self) -> str:
         parts = [f"text={self.text.size}", f"special={len(self.special_names)}", f"max_grid={self.max_grid}"]
-        parts += [f"{m}={len(r)}x{r[0].size}" for m, r in self.ranges.items()]
+        parts += [f"{m}={len(r)}x{r[0].size}" if len({c.size for c in r}) == 1 else
+                  f"{m}={'+'.join(str(c.size) for c in r)}" for m, r in self.ranges.items()]
+        if self.image_scales is not None:
+            parts.append(f"image_scales={len(self.image_scales)}")
         return f"Vocabulary({', '.join(parts)}, size={self.size}, hash={self.hash[:12]})"
 
 
 def codebook_shapes(*, image_tokenizer=None, audio_tokenizer=None, audio_codec=None, video_tokenizer=None) -> dict:
-    """The Vocabulary arguments (image_codes, audio, audio_codec) the given tokenizers need, read from their
-    code_spec; ValueError naming the argument for a tokenizer of the wrong kind."""
+    """The Vocabulary arguments (image_codes, audio, audio_codec, and image_scales for multi-scale codes) the
+    given tokenizers need, read from their code_spec; ValueError naming the argument for a tokenizer of the
+    wrong kind or a code layout the stream cannot lay out."""
     from ..tokenizer.protocol import expect_modality
 
-    image_codes = None
+    image_codes = image_scales = None
+    image_from = None
     for name, tok, modality in (("image_tokenizer", image_tokenizer, "image"),
                                 ("video_tokenizer", video_tokenizer, "video")):
         if tok is None:
             continue
         spec = expect_modality(tok, modality, name)
-        if spec.num_codebooks != 1 or spec.grid_axes[-2:] != ("h", "w"):
-            raise ValueError(f"{name}: the stream lays out one codebook of (h, w) grids; "
-                             f"{type(tok).__name__} has codes {spec.axes} with {spec.num_codebooks} codebooks")
-        if image_codes is not None and image_codes != spec.codebook_size:
-            raise ValueError(f"video_tokenizer: its {spec.codebook_size} codes and the image tokenizer's "
-                             f"{image_codes} would share the vocabulary's image range; use tokenizers with one "
-                             f"codebook (e.g. the video tokenizer's own image mode)")
-        image_codes = spec.codebook_size
+        codes, scales = _image_layout(name, tok, spec)
+        if image_from is not None and (codes, scales) != (image_codes, image_scales):
+            raise ValueError(f"video_tokenizer: its codes ({_describe_codes(codes, scales)}) and the image "
+                             f"tokenizer's ({_describe_codes(image_codes, image_scales)}) would share the "
+                             f"vocabulary's image range; use tokenizers with one codebook layout (e.g. the video "
+                             f"tokenizer's own image mode)")
+        image_codes, image_scales, image_from = codes, scales, name
     shapes = {"image_codes": image_codes}
+    if image_scales is not None:
+        shapes["image_scales"] = image_scales
     for name, tok, decodable in (("audio_tokenizer", audio_tokenizer, False), ("audio_codec", audio_codec, True)):
         shapes[name.replace("_tokenizer", "")] = None
         if tok is None:
@@ -297,10 +323,69 @@ def codebook_shapes(*, image_tokenizer=None, audio_tokenizer=None, audio_codec=N
     return shapes
 
 
+def _image_layout(name: str, tok, spec):
+    """(image_codes, image_scales) for one image / video tokenizer's code_spec: one (h, w) codebook -> its size;
+    an image ("codebook", "h", "w") -> the sizes of its codebooks (factorised sub-tokens); an image ("token",)
+    with extra["scales"] -> (its size, the scales)."""
+    axes = spec.axes
+    if axes in (("h", "w"), ("t", "h", "w")):
+        return spec.codebook_size, None
+    if axes == ("codebook", "h", "w"):
+        sizes = tuple(spec.codebook_sizes)
+        return (sizes[0] if len(sizes) == 1 else sizes), None
+    if axes == ("token",):
+        scales = spec.extra.get("scales")
+        if not scales or spec.num_codebooks != 1:
+            raise ValueError(f"{name}: the stream lays out ('token',) image codes as multi-scale token maps, which "
+                             f"needs one codebook and code_spec.extra['scales']; {type(tok).__name__} has "
+                             f"{spec.num_codebooks} codebook(s) and extra {sorted(spec.extra)}")
+        return spec.codebook_size, tuple((int(h), int(w)) for h, w in scales)
+    raise ValueError(f"{name}: the stream lays out (h, w) grids (one or several codebooks) and multi-scale token "
+                     f"sequences; {type(tok).__name__} has codes {axes} with {spec.num_codebooks} codebooks")
+
+
+def _describe_codes(codes, scales) -> str:
+    text = f"codebook sizes {list(codes)}" if isinstance(codes, tuple) else f"{codes} codes"
+    return text if scales is None else f"{text} in {len(scales)} scales"
+
+
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def _image_sizes(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (_positive_int(value, "image_codes"),)
+    try:
+        sizes = tuple(value)
+    except TypeError:
+        raise ValueError(f"image_codes must be a positive int or a sequence of them, got {value!r}") from None
+    if not sizes:
+        raise ValueError("image_codes: an empty list of codebook sizes")
+    return tuple(_positive_int(k, f"image_codes[{i}]") for i, k in enumerate(sizes))
+
+
+def _image_scales(value: Any, image_sizes) -> tuple[tuple[int, int], ...] | None:
+    if value is None:
+        return None
+    if image_sizes is None or len(image_sizes) != 1:
+        raise ValueError("image_scales needs one image codebook (image_codes an int)")
+    try:
+        scales = tuple((_positive_int(h, "image_scales h"), _positive_int(w, "image_scales w")) for h, w in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"image_scales must be (h, w) pairs coarse to fine, got {value!r} ({exc})") from None
+    if not scales:
+        raise ValueError("image_scales: an empty list of scales")
+    return scales
+
+
+def _codebook_sizes(value: Any, name: str) -> tuple[int, ...] | None:
+    shape = _codebook_shape(value, name)
+    return None if shape is None else (shape[1],) * shape[0]
 
 
 def _codebook_shape(value: Any, name: str) -> tuple[int, int] | None:
