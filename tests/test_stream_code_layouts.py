@@ -163,3 +163,21 @@ def test_grid_layouts_unchanged():
     eor = vocab.special("end_of_row")
     assert list(ids)[1:-1] == [vocab.special("image_begin"), vocab.resolution_token(2), vocab.resolution_token(2),
                                base, base + 1, eor, base + 2, base + 3, eor, vocab.special("image_end")]
+
+
+def test_cosmos_video_latents_roundtrip():
+    """Cosmos DV latents (t, h, w) are a Video's frames, each an image grid: ids and back, and to pixels."""
+    from mmtok.stream.segments import Frame, Video
+
+    tok = mmtok.load(DATA / "cosmos_video" / "Cosmos-Tokenizer-DV4x4x4")
+    f_t, f_h, f_w = tok.code_spec.downsample
+    clip = torch.rand(1, 1 + f_t, 3, 2 * f_h, 2 * f_w, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    codes = tok.encode(clip)[0]
+    stream = TokenStream.from_tokenizers(video_tokenizer=tok, max_grid=8)
+    video = Video(frames=[Frame(codes=c, timestamp=float(i)) for i, c in enumerate(codes)])
+    ids = stream.encode([video])
+    (back,) = stream.decode(ids, decode_images=True)
+    assert back == video and torch.equal(torch.stack([f.codes for f in back.frames]), codes)
+    (r,) = stream.vocab.codebooks("image")
+    assert r.size == tok.code_spec.codebook_size
+    assert torch.equal(back.pixels, tok.decode(codes[None])[0])
