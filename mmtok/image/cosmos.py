@@ -24,7 +24,7 @@ import math
 import os
 import pathlib
 import re
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from ..tokenizer.torchscript import read_torchscript
 from ..tokenizer.weights import load_exactly
 from .autoencoder import Decoder, Encoder
 from .config import VQGANConfig
+from .preprocess import image_batch
 
 FORMAT = "mmtok.image.cosmos"
 ENCODER_FILE, DECODER_FILE = "encoder.jit", "decoder.jit"
@@ -162,18 +163,23 @@ def settings_from_tensors(enc: Mapping[str, torch.Tensor], origin: str) -> dict:
             "spatial_compression": p * 2 ** (len(levels) - 1)}
 
 
-def _ours(enc: Mapping, dec: Mapping | None) -> dict[str, torch.Tensor]:
-    skip = ("encoder.patcher.", "decoder.unpatcher.", "quantizer.", "inv_quant.")
-    state = {k: v for k, v in enc.items() if not k.startswith(skip)}
-    if dec is not None:
-        state.update({k: v for k, v in dec.items() if not k.startswith(skip)})
-    return state
+def read_release(directory) -> tuple[pathlib.Path, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """(folder, encoder.jit tensors, decoder.jit tensors or None) of a Cosmos release folder, read as weights."""
+    directory = pathlib.Path(os.fspath(directory))
+    enc, _ = read_torchscript(directory / ENCODER_FILE)
+    dec = read_torchscript(directory / DECODER_FILE)[0] if (directory / DECODER_FILE).is_file() else None
+    return directory, enc, dec
 
 
-class CosmosImageTokenizer:
-    """Cosmos DI: `encode(images) -> (B, h, w)`, `decode(codes) -> (B, 3, H, W)` in [-1, 1]."""
+class CosmosReleaseTokenizer:
+    """What Cosmos' image (DI) and video (DV) tokenizers share: a network built from `settings`, loaded from a
+    release folder (encoder.jit, and decoder.jit when decoding) or mmtok's own folder, and refusing to decode
+    without a decoder. Subclasses set FORMAT and MODEL and define code_spec, encode, decode."""
 
-    def __init__(self, model: CosmosDI, settings: dict, *, has_decoder: bool = True, device=None):
+    FORMAT = ""
+    MODEL: type = nn.Module
+
+    def __init__(self, model: nn.Module, settings: dict, *, has_decoder: bool = True, device=None):
         self.model = model.eval().requires_grad_(False)
         self._settings = dict(settings)
         self.has_decoder = has_decoder
@@ -186,11 +192,56 @@ class CosmosImageTokenizer:
 
     @property
     def device(self) -> torch.device:
-        return self.model.quant_conv.weight.device
+        return next(self.model.quant_conv.parameters()).device
 
-    def to(self, device) -> "CosmosImageTokenizer":
+    def to(self, device):
         self.model.to(torch.device(device))
         return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    @classmethod
+    def from_release(cls, directory: pathlib.Path, enc: Mapping, dec: Mapping | None, settings: dict, *, device=None):
+        """The tokenizer of `settings` with a release's tensors: the decoder's FSQ levels must be the encoder's;
+        without decoder.jit the decoder keys stay unloaded and decoding is refused."""
+        if dec is not None:
+            dec_levels = _levels_of(dec, "inv_quant.quantizer.", str(directory / DECODER_FILE))
+            if dec_levels != settings["levels"]:
+                raise ValueError(f"{directory / DECODER_FILE}: FSQ levels {dec_levels} differ from the encoder's "
+                                 f"{settings['levels']}")
+        model = cls.MODEL(settings)
+        skip = ("encoder.patcher", "decoder.unpatcher", "quantizer.", "inv_quant.")  # no weights: rebuilt from settings
+        state = {k: v for part in (enc, dec or {}) for k, v in part.items() if not k.startswith(skip)}
+        optional = [] if dec is not None else [k for k in model.state_dict()
+                                               if k.startswith(("decoder.", "post_quant_conv."))]
+        load_exactly(model, state, str(directory), optional=optional)
+        return cls(model, settings, has_decoder=dec is not None, device=device)
+
+    def save_pretrained(self, directory):
+        return save_folder(directory, self.FORMAT, {**self.config, "has_decoder": self.has_decoder}, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory, *, device=None, dtype=None):
+        saved = read_folder(directory, expected_format=cls.FORMAT)
+        settings = dict(saved.config)
+        has_decoder = bool(settings.pop("has_decoder", True))
+        model = cls.MODEL(settings)
+        load_exactly(model, saved.tensors, str(saved.weights_path))
+        return cls(model, settings, has_decoder=has_decoder, device=device)
+
+    def checked_codes(self, codes) -> torch.Tensor:
+        """codes for decode: refused without a decoder, checked against code_spec, on the device."""
+        if not self.has_decoder:
+            raise ValueError("this Cosmos tokenizer was loaded without decoder.jit: put it beside encoder.jit")
+        return self.code_spec.check_codes(codes, "codes").to(self.device)
+
+
+class CosmosImageTokenizer(CosmosReleaseTokenizer):
+    """Cosmos DI: `encode(images) -> (B, h, w)`, `decode(codes) -> (B, 3, H, W)` in [-1, 1]."""
+
+    FORMAT = FORMAT
+    MODEL = CosmosDI
 
     @property
     def downsample_factor(self) -> int:
@@ -203,56 +254,17 @@ class CosmosImageTokenizer:
                         image_size=self._settings.get("image_size", 512), decodable=self.has_decoder,
                         extra={"levels": list(self._settings["levels"])})
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
     @classmethod
     def from_jit(cls, directory, *, device=None, dtype=None) -> "CosmosImageTokenizer":
         """A Cosmos release folder: encoder.jit (+ decoder.jit for decoding)."""
-        directory = pathlib.Path(os.fspath(directory))
-        enc_path, dec_path = directory / ENCODER_FILE, directory / DECODER_FILE
-        enc, _ = read_torchscript(enc_path)
-        settings = settings_from_tensors(enc, str(enc_path))
-        dec = None
-        if dec_path.is_file():
-            dec, _ = read_torchscript(dec_path)
-            dec_levels = _levels_of(dec, "inv_quant.quantizer.", str(dec_path))
-            if dec_levels != settings["levels"]:
-                raise ValueError(f"{dec_path}: FSQ levels {dec_levels} differ from the encoder's {settings['levels']}")
-        model = CosmosDI(settings)
-        optional = [] if dec is not None else [k for k in model.state_dict()
-                                               if k.startswith(("decoder.", "post_quant_conv."))]
-        load_exactly(model, _ours(enc, dec), str(directory), optional=optional,
-                     ignored=[k for k in model.state_dict() if k.startswith("quantizer.")])
+        directory, enc, dec = read_release(directory)
+        settings = settings_from_tensors(enc, str(directory / ENCODER_FILE))
         del dtype  # fp32 (see the module docstring)
-        return cls(model, settings, has_decoder=dec is not None, device=device)
-
-    def save_pretrained(self, directory):
-        return save_folder(directory, FORMAT, {**self.config, "has_decoder": self.has_decoder}, self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory, *, device=None, dtype=None) -> "CosmosImageTokenizer":
-        saved = read_folder(directory, expected_format=FORMAT)
-        settings = dict(saved.config)
-        has_decoder = bool(settings.pop("has_decoder", True))
-        model = CosmosDI(settings)
-        load_exactly(model, saved.tensors, str(saved.weights_path))
-        return cls(model, settings, has_decoder=has_decoder, device=device)
+        return cls.from_release(directory, enc, dec, settings, device=device)
 
     def _images(self, images, size, mode) -> torch.Tensor:
-        f = self.downsample_factor
-        if isinstance(images, torch.Tensor):
-            x = images.unsqueeze(0) if images.dim() == 3 else images
-            if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
-                raise ValueError(f"images must be a float (B, 3, H, W) tensor in [-1, 1], got {tuple(images.shape)}")
-            if x.shape[2] % f or x.shape[3] % f:
-                raise ValueError(f"images of size {tuple(x.shape[2:])} are not multiples of the spatial "
-                                 f"compression {f}")
-            return x.to(self.device, torch.float32)
-        from .preprocess import preprocess
-
-        items = [images] if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence) else images
-        return preprocess(list(items), size=size or self.code_spec.image_size, mode=mode, factor=f).to(self.device)
+        return image_batch(images, factor=self.downsample_factor, size=size or self.code_spec.image_size,
+                           mode=mode).to(self.device)
 
     @torch.inference_mode()
     def encode(self, images, *, size: int | None = None, mode: str = "center_crop") -> torch.Tensor:
@@ -260,10 +272,7 @@ class CosmosImageTokenizer:
 
     @torch.inference_mode()
     def decode(self, codes, *, clamp: bool = True) -> torch.Tensor:
-        if not self.has_decoder:
-            raise ValueError("this Cosmos tokenizer was loaded without decoder.jit: put it beside encoder.jit")
-        codes = self.code_spec.check_codes(codes, "codes").to(self.device)
-        out = self.model.decode(codes)
+        out = self.model.decode(self.checked_codes(codes))
         return out.clamp_(-1.0, 1.0) if clamp else out
 
     def __repr__(self) -> str:

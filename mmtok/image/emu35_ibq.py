@@ -19,7 +19,7 @@ import math
 import os
 import pathlib
 import re
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from ..tokenizer.protocol import CodeSpec
 from ..tokenizer.weights import find_weights, load_exactly, read_prefixed
 from .autoencoder import Encoder
 from .config import VQGANConfig
-from .preprocess import open_image, to_tensor
+from .preprocess import as_items, image_batch, open_image, to_tensor
 
 FORMAT = "mmtok.image.emu35_ibq"
 MODEL_TYPE = "apertus1p5_vision_tokenizer"
@@ -191,25 +191,16 @@ class Emu35IBQTokenizer:
 
     # ----------------------------------------------------------------------------------------- inference
     def prepare_images(self, images, *, size: int | None = None, mode: str = "native") -> torch.Tensor:
+        """Tensors as they are, PIL images / paths by `mode`: "native" is the processor's smart resize."""
         f = self.downsample_factor
-        if isinstance(images, torch.Tensor):
-            x = images.unsqueeze(0) if images.dim() == 3 else images
-            if x.dim() != 4 or x.shape[1] != self.model.config.in_channels or not x.is_floating_point():
-                raise ValueError(f"images must be a float (B, {self.model.config.in_channels}, H, W) tensor in "
-                                 f"[-1, 1], got {tuple(images.shape)} {images.dtype}")
-            if x.shape[2] % f or x.shape[3] % f:
-                raise ValueError(f"images of size {tuple(x.shape[2:])} are not multiples of the downsample factor {f}")
-            return x.to(self.device, torch.float32)
-        if mode != "native":
-            from .preprocess import preprocess
-
-            items = [images] if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence) else images
-            return preprocess(list(items), size=size or self.code_spec.image_size, mode=mode, factor=f).to(self.device)
-        items = [images] if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence) else images
+        if isinstance(images, torch.Tensor) or mode != "native":
+            size = size or self.code_spec.image_size
+            return image_batch(images, factor=f, size=size, mode=mode,
+                               channels=self.model.config.in_channels).to(self.device)
         from PIL import Image
 
         tensors = []
-        for i, item in enumerate(items):
+        for i, item in enumerate(as_items(images)):
             img = open_image(item, i)
             h, w = smart_size(img.height, img.width, f)
             tensors.append(to_tensor(img.resize((w, h), Image.BICUBIC)))

@@ -32,7 +32,7 @@ from ..tokenizer.folder import read_folder, save_folder
 from ..tokenizer.protocol import CodeSpec
 from ..tokenizer.weights import load_exactly, read_torch_pickle
 from .config import read_config_file
-from .preprocess import preprocess
+from .preprocess import image_batch
 
 FORMAT = "mmtok.image.magvit2"
 WEIGHTS = ("auto", "ema", "raw")
@@ -286,16 +286,8 @@ class Magvit2Tokenizer:
 
     # ----------------------------------------------------------------------------------------- inference
     def _images(self, images, size, mode) -> torch.Tensor:
-        f = self.downsample_factor
-        if isinstance(images, torch.Tensor):
-            x = images.unsqueeze(0) if images.dim() == 3 else images
-            if x.dim() != 4 or x.shape[1] != self._settings["in_channels"] or not x.is_floating_point():
-                raise ValueError(f"images must be a float (B, 3, H, W) tensor in [-1, 1], got {tuple(images.shape)}")
-            if x.shape[2] % f or x.shape[3] % f:
-                raise ValueError(f"images of size {tuple(x.shape[2:])} are not multiples of the downsample factor {f}")
-            return x.to(self.device, torch.float32)
-        items = [images] if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence) else images
-        return preprocess(list(items), size=size or self.code_spec.image_size, mode=mode, factor=f).to(self.device)
+        return image_batch(images, factor=self.downsample_factor, size=size or self.code_spec.image_size, mode=mode,
+                           channels=self._settings["in_channels"]).to(self.device)
 
     @torch.inference_mode()
     def encode(self, images, *, size: int | None = None, mode: str = "center_crop") -> torch.Tensor:

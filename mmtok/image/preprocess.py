@@ -79,6 +79,27 @@ def native(img: Image.Image, size: int | None, factor: int) -> torch.Tensor:
     return to_tensor(_resize(img, width, height))
 
 
+def as_items(images) -> list:
+    """One image (a PIL image or a path) or a sequence of them, as a list."""
+    single = isinstance(images, (str, os.PathLike, Image.Image)) or not isinstance(images, Sequence)
+    return [images] if single else list(images)
+
+
+def image_batch(images, *, factor: int, size: int | None, mode: str, channels: int = 3) -> torch.Tensor:
+    """What a tokenizer's `encode(images)` takes, as a float32 (B, C, H, W) batch: a float tensor in [-1, 1]
+    ((C, H, W) or (B, C, H, W), sides multiples of `factor`) used as is, or PIL images / paths through
+    `preprocess` (mode, size). ValueError naming what is wrong."""
+    if isinstance(images, torch.Tensor):
+        x = images.unsqueeze(0) if images.dim() == 3 else images
+        if x.dim() != 4 or x.shape[1] != channels or not x.is_floating_point():
+            raise ValueError(f"images must be a float (B, {channels}, H, W) tensor in [-1, 1], got "
+                             f"{tuple(images.shape)} {images.dtype}")
+        if x.shape[2] % factor or x.shape[3] % factor:
+            raise ValueError(f"images of size {tuple(x.shape[2:])} are not multiples of the downsample factor {factor}")
+        return x.to(torch.float32)
+    return preprocess(as_items(images), size=size, mode=mode, factor=factor)
+
+
 def preprocess(images: Sequence, *, size: int | None, mode: str, factor: int, pad_value: float = -1.0) -> torch.Tensor:
     """A list of PIL images / paths -> (B, 3, H, W) float32 in [-1, 1]."""
     if mode not in MODES:

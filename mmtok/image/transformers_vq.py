@@ -32,7 +32,7 @@ from ..ops import nearest_code
 from ..tokenizer.fields import build_checked
 from ..tokenizer.folder import read_config, read_folder, save_folder
 from ..tokenizer.protocol import CodeSpec  # noqa: F401  (the type of code_spec)
-from ..tokenizer.weights import find_weights, read_state_dict, strip_prefix
+from ..tokenizer.weights import find_weights, read_prefixed, read_state_dict, strip_prefix
 from . import checkpoints
 from .autoencoder import VQAutoencoder
 from .config import VQGANConfig
@@ -135,35 +135,6 @@ def _family_and_vq_config(directory: pathlib.Path) -> tuple[str, dict, str | Non
         return FULL_MODEL_TYPES[model_type], vq, FULL_PREFIX
     known = sorted(VQ_MODEL_TYPES) + sorted(FULL_MODEL_TYPES)
     raise ValueError(f"{path}: model_type {model_type!r} is not a transformers VQ model mmtok reads (known: {known})")
-
-
-def _read_prefixed(weights: pathlib.Path, prefix: str | None) -> dict[str, torch.Tensor]:
-    """The tensors of a weight file / sharded index (only the shards holding `prefix` keys), prefix removed."""
-    if prefix is not None and weights.name.endswith(".index.json"):
-        try:
-            weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{weights}: not a checkpoint index with a 'weight_map' ({exc})") from None
-        shards = sorted({str(f) for k, f in weight_map.items() if str(k).startswith(prefix)})
-        if not shards:
-            raise ValueError(f"{weights}: no '{prefix}*' keys in the index (is this a full model with a VQ?)")
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            if pathlib.Path(shard).is_absolute() or ".." in pathlib.Path(shard).parts:
-                raise ValueError(f"{weights}: shard {shard!r} is not a file beside the index")
-            state.update(strip_prefix(read_state_dict(weights.parent / shard), prefix))
-        missing = sorted(k[len(prefix):] for k in weight_map if str(k).startswith(prefix)
-                         and k[len(prefix):] not in state)
-        if missing:
-            raise ValueError(f"{weights}: keys listed in the index but absent from their shards: {missing[:12]}")
-        return state
-    state = read_state_dict(weights)
-    if prefix is None:
-        return state
-    inner = strip_prefix(state, prefix)
-    if not inner:
-        raise ValueError(f"{weights}: no '{prefix}*' keys (a full model checkpoint holds its VQ under {prefix!r})")
-    return inner
 
 
 def _decoder_state(path, book: torch.Tensor, post_quant: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -271,7 +242,7 @@ class TransformersVQTokenizer(ImageTokenizer):
         family, vq, prefix = _family_and_vq_config(directory)
         config = _CONFIGS[family](vq, origin=str(directory / "config.json"))
         weights = find_weights(directory)
-        state = _read_prefixed(weights, prefix)
+        state = read_prefixed(weights, prefix)
         if family == "janus":
             if decoder_checkpoint is not None:
                 raise ValueError("decoder_checkpoint is for Chameleon; a Janus folder holds its own decoder")

@@ -25,7 +25,7 @@ from ..tokenizer.protocol import CodeSpec
 from ..tokenizer.weights import load_exactly, read_state_dict
 from .autoencoder import Decoder, Encoder
 from .config import VQGANConfig
-from .preprocess import preprocess
+from .preprocess import image_batch
 
 FORMAT = "mmtok.image.var"
 _IGNORED = ("quantize.ema_vocab_hit_SV",)
@@ -193,14 +193,7 @@ class VARTokenizer:
 
     # --------------------------------------------------------------------------------------- inference
     def _images(self, images, size, mode) -> torch.Tensor:
-        if isinstance(images, torch.Tensor):
-            x = images.unsqueeze(0) if images.dim() == 3 else images
-            if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
-                raise ValueError(f"images must be a float (B, 3, H, W) tensor in [-1, 1], got {tuple(images.shape)} "
-                                 f"{images.dtype}")
-        else:
-            items = [images] if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence) else images
-            x = preprocess(list(items), size=size or self.image_size, mode=mode, factor=self.downsample_factor)
+        x = image_batch(images, factor=self.downsample_factor, size=size or self.image_size, mode=mode)
         expected = tuple(s * self.downsample_factor for s in self.scales[-1])
         if tuple(x.shape[2:]) != expected:
             raise ValueError(f"images are {tuple(x.shape[2:])}, this tokenizer's last scale {self.scales[-1]} needs "

@@ -19,7 +19,6 @@ What the TorchScript traces do not store, the compression factors, comes from th
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 import re
 from typing import Mapping
@@ -28,14 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..image.cosmos import ENCODER_FILE, CosmosReleaseTokenizer, read_release
 from ..quantize import FSQ
-from ..tokenizer.folder import read_folder, save_folder
 from ..tokenizer.protocol import CodeSpec
-from ..tokenizer.torchscript import read_torchscript
-from ..tokenizer.weights import load_exactly
 
 FORMAT = "mmtok.video.cosmos"
-ENCODER_FILE, DECODER_FILE = "encoder.jit", "decoder.jit"
 HAAR = 1 / math.sqrt(2)
 _NAME = re.compile(r"DV(\d+)x(\d+)x(\d+)", re.IGNORECASE)
 
@@ -365,35 +361,11 @@ def settings_from_tensors(enc: Mapping[str, torch.Tensor], origin: str, *, spati
             "temporal_compression": temporal_compression, "legacy_mode": bool(legacy_mode)}
 
 
-def _ours(enc: Mapping, dec: Mapping | None) -> dict[str, torch.Tensor]:
-    skip = ("encoder.patcher3d.", "decoder.unpatcher3d.", "quantizer.", "inv_quant.")
-    state = {k: v for k, v in enc.items() if not k.startswith(skip)}
-    if dec is not None:
-        state.update({k: v for k, v in dec.items() if not k.startswith(skip)})
-    return state
-
-
-class CosmosVideoTokenizer:
+class CosmosVideoTokenizer(CosmosReleaseTokenizer):
     """Cosmos DV: `encode(video (B, T, 3, H, W)) -> (B, t, h, w)`, `decode(codes) -> (B, T, 3, H, W)`."""
 
-    def __init__(self, model: CosmosDV, settings: dict, *, has_decoder: bool = True, device=None):
-        self.model = model.eval().requires_grad_(False)
-        self._settings = dict(settings)
-        self.has_decoder = has_decoder
-        if device is not None:
-            self.to(device)
-
-    @property
-    def config(self) -> dict:
-        return dict(self._settings)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.quant_conv.conv3d.weight.device
-
-    def to(self, device) -> "CosmosVideoTokenizer":
-        self.model.to(torch.device(device))
-        return self
+    FORMAT = FORMAT
+    MODEL = CosmosDV
 
     @property
     def code_spec(self) -> CodeSpec:
@@ -403,45 +375,19 @@ class CosmosVideoTokenizer:
                         image_size=s.get("image_size", 512), decodable=self.has_decoder,
                         extra={"levels": list(s["levels"]), "causal_first_frame": True})
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
     @classmethod
     def from_jit(cls, directory, *, spatial_compression: int | None = None, temporal_compression: int | None = None,
                  legacy_mode: bool = False, device=None, dtype=None) -> "CosmosVideoTokenizer":
-        directory = pathlib.Path(os.fspath(directory))
+        directory, enc, dec = read_release(directory)
         named = _NAME.search(directory.resolve().name)
         if named and spatial_compression is None:
             spatial_compression = int(named.group(2))
         if named and temporal_compression is None:
             temporal_compression = int(named.group(1))
-        enc, _ = read_torchscript(directory / ENCODER_FILE)
         settings = settings_from_tensors(enc, str(directory / ENCODER_FILE), spatial_compression=spatial_compression,
                                          temporal_compression=temporal_compression, legacy_mode=legacy_mode)
-        dec = None
-        if (directory / DECODER_FILE).is_file():
-            dec, _ = read_torchscript(directory / DECODER_FILE)
-            levels = dec.get("inv_quant.quantizer._levels")
-            if levels is None or [int(v) for v in levels.tolist()] != settings["levels"]:
-                raise ValueError(f"{directory / DECODER_FILE}: its FSQ levels differ from the encoder's")
-        model = CosmosDV(settings)
-        optional = [] if dec is not None else [k for k in model.state_dict()
-                                               if k.startswith(("decoder.", "post_quant_conv."))]
-        load_exactly(model, _ours(enc, dec), str(directory), optional=optional)
         del dtype
-        return cls(model, settings, has_decoder=dec is not None, device=device)
-
-    def save_pretrained(self, directory):
-        return save_folder(directory, FORMAT, {**self.config, "has_decoder": self.has_decoder}, self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory, *, device=None, dtype=None) -> "CosmosVideoTokenizer":
-        saved = read_folder(directory, expected_format=FORMAT)
-        settings = dict(saved.config)
-        has_decoder = bool(settings.pop("has_decoder", True))
-        model = CosmosDV(settings)
-        load_exactly(model, saved.tensors, str(saved.weights_path))
-        return cls(model, settings, has_decoder=has_decoder, device=device)
+        return cls.from_release(directory, enc, dec, settings, device=device)
 
     def _video(self, video) -> torch.Tensor:
         if not isinstance(video, torch.Tensor) or video.dim() != 5 or video.shape[2] != 3 or not video.is_floating_point():
@@ -459,10 +405,7 @@ class CosmosVideoTokenizer:
 
     @torch.inference_mode()
     def decode(self, codes, *, clamp: bool = True) -> torch.Tensor:
-        if not self.has_decoder:
-            raise ValueError("this Cosmos tokenizer was loaded without decoder.jit: put it beside encoder.jit")
-        codes = self.code_spec.check_codes(codes, "codes").to(self.device)
-        out = self.model.decode(codes).transpose(1, 2)
+        out = self.model.decode(self.checked_codes(codes)).transpose(1, 2)
         return out.clamp_(-1.0, 1.0) if clamp else out
 
 
