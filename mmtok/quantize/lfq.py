@@ -14,26 +14,23 @@ What checkpoints disagree on, made explicit here:
     in the codebook entropy, aux = per_sample - diversity_gamma * codebook.
   Both implementations it follows build an N x 2^bits probability matrix (4 GiB for 4096 positions at 18 bits).
   Here the softmax normaliser is computed in closed form (the codes are all sign patterns, so log Z is a sum over
-  channels), and the probabilities are produced one block of codes at a time under activation checkpointing:
-  memory O(N x block), the same values.
+  channels), and the probabilities are produced one block of codes at a time in reused buffers, with a
+  hand-written backward (`lfq_entropy`): memory O(N x block), the same values.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .fsq import _flat_mask, check_indices
+from .lfq_entropy import ENTROPY_EPS, code_entropy_terms
 from .layout import checked_rows, from_rows, resolve_channel_dim
 from .output import QuantizerOutput, code_counts, usage_stats
 
 BIT_ORDERS = ("lsb", "msb")
 ENTROPY_FORMULAS = ("vqtorch", "magvit2")
-ENTROPY_EPS = 1e-5
-CODE_BLOCK = 4096  # codes per block of the entropy loss
 
 
 class LFQ(nn.Module):
@@ -154,44 +151,14 @@ class LFQ(nn.Module):
             per_sample = -(flip.exp() * flip + keep.exp() * keep).sum(-1).mean()
         else:
             per_sample = None
-        sample_terms, averages = [], []
-        for start in range(0, self.num_codes, CODE_BLOCK):
-            bits = self._code_bits(start, min(self.num_codes, start + CODE_BLOCK), h.device).to(a.dtype)
-            args = (weight, log_z, negative, bits)
-            if torch.is_grad_enabled() and h.requires_grad:
-                part = checkpoint(self._entropy_block, *args, use_reentrant=False)
-            else:
-                part = self._entropy_block(*args)
-            sample_terms.append(part[0])
-            averages.append(part[1])
+        sample_terms, avg = code_entropy_terms(weight, log_z, negative, self.bits, self.entropy_formula == "vqtorch")
         if per_sample is None:
-            per_sample = -torch.stack(sample_terms).sum(0).mean()
-        avg = torch.cat(averages)
+            per_sample = -sample_terms.mean()
         if self.entropy_formula == "vqtorch":
             codebook = -(avg * avg.clamp_min(ENTROPY_EPS).log()).sum()
         else:
             codebook = -(avg * (avg + ENTROPY_EPS).log()).sum()
         return per_sample, codebook
-
-    def _code_bits(self, start: int, stop: int, device) -> torch.Tensor:
-        """0/1 channel bits of codes start..stop (channel i = bit i) for the entropy loss: it sums over all
-        2^bits codes, so the enumeration does not change its value whatever the id layout."""
-        codes = torch.arange(start, stop, device=device)
-        return (codes.unsqueeze(-1) >> torch.arange(self.bits, device=device)) & 1
-
-    def _entropy_block(self, weight, log_z, negative, bits):
-        """One block of codes: per-row sum of p log max(p, eps) (vqtorch; rows' own sign frame), and the mean
-        probability of each code (actual codes: channel i differs where bit_i != negative_i)."""
-        # differs(c) . w = bits . (w (1 - 2 neg)) + neg . w, in float64: the two terms cancel for the likely codes
-        wide = weight.double()
-        signed = wide * (1.0 - 2.0 * negative.double())
-        cost = signed @ bits.double().t() + (negative.double() * wide).sum(-1, keepdim=True)
-        log_p = -cost.to(weight.dtype) - log_z.unsqueeze(-1)
-        mean_p = log_p.exp().mean(0)
-        if self.entropy_formula != "vqtorch":
-            return weight.new_zeros(weight.shape[0]), mean_p
-        own = -(weight @ bits.t()) - log_z.unsqueeze(-1)  # code b in the row's frame: flips where bit_i = 1
-        return (own.exp() * own.clamp_min(math.log(ENTROPY_EPS))).sum(-1), mean_p
 
     # ------------------------------------------------------------------------------------ public API
     def _rows(self, z: torch.Tensor, channel_dim: int | None):
