@@ -61,3 +61,39 @@ def test_options_and_refusals(outputs, tmp_path):
     assert torch.equal(again.encode(video), tok.encode(video))
     with pytest.raises(ValueError, match="outside 0..29"):
         tok.decode(torch.full((1, 3, 4, 3), 30))
+
+
+def test_causal_clips_group_the_first_frame_alone(outputs, seed, tmp_path):
+    """A causal tokenizer codes frame 0 alone, then groups of f_t: the frame walker pads a clip to 1 + k*f_t
+    frames (repeating the last), and latent j's timestamp is that of its first input frame."""
+    import numpy as np
+
+    import mmtok
+    from mmtok.video.tokenizer import encode_frames_spatiotemporal
+
+    name = "Cosmos-Tokenizer-DV4x4x4"
+    tok = registry.load(DATA / name)
+    assert tok.code_spec.extra["causal_first_frame"] and tok.code_spec.temporal_downsample == 4
+    video = outputs[f"{name}/video"].transpose(1, 2)[0]  # (9, 3, 16, 12)
+    stamps = [0.1 * i for i in range(9)]
+    (whole,) = list(encode_frames_spatiotemporal(tok, zip(stamps, video)))
+    assert torch.equal(whole[1], tok.encode(video[None])[0])  # 9 = 1 + 2*4 frames: no padding
+    assert whole[0].tolist() == pytest.approx([0.0, 0.1, 0.5])
+    start = int(torch.randint(0, 2, (1,)))
+    frames = video[start:start + 7]
+    padded = torch.cat([frames, frames[-1:].expand(2, -1, -1, -1)])  # 7 -> 9 frames
+    (part,) = list(encode_frames_spatiotemporal(tok, zip(stamps, frames)))
+    assert torch.equal(part[1], tok.encode(padded[None])[0])
+    (single,) = list(encode_frames_spatiotemporal(tok, zip(stamps, video[:1])))
+    assert single[1].shape[0] == 1 and torch.equal(single[1], tok.encode(video[None, :1])[0])
+
+    from data_fixtures import write_video
+
+    write_video(tmp_path / "clip.mp4", np.random.default_rng(seed % 2**32), seconds=1.0, fps=10, size=(24, 20),
+                with_audio=False)
+    clip = mmtok.VideoTokenizer(tok, fps=None, max_frames=6, size=16, batch_size=4)
+    tokens = clip.encode(tmp_path / "clip.mp4")
+    sampled = list(clip.sample(tmp_path / "clip.mp4"))
+    assert tokens.frame_codes.shape == (3, 4, 4)  # 6 frames -> 1 + 2 latent frames (padded to 9)
+    assert tokens.timestamps.tolist() == pytest.approx([sampled[0].timestamp, sampled[1].timestamp,
+                                                        sampled[5].timestamp])

@@ -209,28 +209,33 @@ def encode_frames_spatiotemporal(tokenizer, frames, chunk_frames: int = 16
     `frames` yields (timestamp, (3, H, W) float in [-1, 1]); yields (timestamps (t_i,) float64, codes
     (t_i, h, w) int64) per chunk: latent frame j covers input frames j*f_t .. j*f_t + f_t - 1 and carries the
     first one's timestamp. A clip whose length is not a multiple of f_t is completed by repeating its last
-    frame (as callers of a causal video tokenizer pad). A tokenizer with `encode_stream` is fed chunks of
-    `chunk_frames` frames (rounded to a multiple of f_t) and the result equals one pass; one without it gets the
-    whole clip in a single `encode` call."""
+    frame (as callers of a causal video tokenizer pad). A causal tokenizer (`code_spec.extra["causal_first_frame"]`,
+    e.g. Cosmos DV) codes the first frame alone and then groups of f_t: latent 0 is frame 0, latent j >= 1 covers
+    frames 1 + (j-1)*f_t .. j*f_t, and the clip is completed to 1 + k*f_t frames. A tokenizer with `encode_stream`
+    is fed chunks of `chunk_frames` frames (rounded to a multiple of f_t; a causal tokenizer's first chunk has
+    the extra first frame) and the result equals one pass; one without it gets the whole clip in a single
+    `encode` call."""
     spec = expect_modality(tokenizer, "video", "video tokenizer")
     ft = spec.temporal_downsample
+    lead = 1 if spec.extra.get("causal_first_frame") else 0  # frames coded alone before the groups of f_t
     chunk_frames = max(ft, int(chunk_frames) - int(chunk_frames) % ft)
     starts: list[float] = []  # timestamps of the latent frames produced so far but not yet yielded
     count = [0]
 
     def chunks():
-        pending, last = [], None
+        pending, last, size = [], None, chunk_frames + lead
         for stamp, pixels in frames:
-            if count[0] % ft == 0:
+            if count[0] < lead or (count[0] - lead) % ft == 0:
                 starts.append(float(stamp))
             count[0] += 1
             pending.append(pixels)
             last = pixels
-            if len(pending) == chunk_frames:
+            if len(pending) == size:
                 yield torch.stack(pending).unsqueeze(0)
-                pending = []
-        if count[0] % ft:
-            pending += [last] * (ft - count[0] % ft)
+                pending, size = [], chunk_frames
+        grouped = count[0] - lead
+        if grouped > 0 and grouped % ft:
+            pending += [last] * (ft - grouped % ft)
         if pending:
             yield torch.stack(pending).unsqueeze(0)
 
