@@ -23,6 +23,7 @@ FOLDER_CLASSES = {
     "mmtok.image.cosmos": "mmtok.image.cosmos:CosmosImageTokenizer",
     "mmtok.video.cosmos": "mmtok.video.cosmos:CosmosVideoTokenizer",
     "mmtok.audio.encodec": "mmtok.audio.encodec.model:EncodecCodec",
+    "mmtok.audio.speechtokenizer": "mmtok.audio.speechtokenizer.model:SpeechTokenizerCodec",
     "mmtok.image.transformers_vq": "mmtok.image.transformers_vq:TransformersVQTokenizer",
     "mmtok.video.emu3": "mmtok.video.emu3.tokenizer:Emu3Tokenizer",
     "mmtok.image.diffusers_vq": "mmtok.image.diffusers_vq.tokenizer:DiffusersVQTokenizer",

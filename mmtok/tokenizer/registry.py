@@ -84,6 +84,21 @@ def _encodec(probe: Probe) -> bool:
     return probe.is_dir and probe.model_type == "encodec"
 
 
+def _speechtokenizer(probe: Probe) -> bool:
+    """A SpeechTokenizer release: a folder whose config.json has its model fields (n_filters, strides,
+    dimension, semantic_dimension, n_q, ...), or a .pt / .pth / .bin file with such a config.json beside it."""
+    from ..audio.speechtokenizer.config import is_speechtokenizer_config
+
+    if probe.is_dir:
+        return is_speechtokenizer_config(probe.config)
+    if probe.suffix not in (".pt", ".pth", ".bin") or not (probe.path.parent / CONFIG_NAME).is_file():
+        return False
+    try:
+        return is_speechtokenizer_config(read_config(probe.path.parent / CONFIG_NAME))
+    except (OSError, ValueError):
+        return False
+
+
 def _cosmos_video(probe: Probe) -> bool:
     """A Cosmos-Tokenizer video release folder: encoder.jit traced from its 3D (layers3d) network."""
     if not (probe.is_dir and (probe.path / "encoder.jit").is_file()):
@@ -209,6 +224,10 @@ LAYOUTS: list[Layout] = [
            _transformers_dac, "mmtok.audio.codec.transformers_dac:load_transformers_dac"),
     Layout("encodec", "transformers EncodecModel folder (model_type 'encodec'): EnCodec 24 kHz (MusicGen, AudioGen, "
            "Bark); chunked 48 kHz configs refused for now", _encodec, "mmtok.audio.encodec.model:load_encodec"),
+    Layout("speechtokenizer", "SpeechTokenizer release (AnyGPT): a folder with its config.json + one .pt "
+           "(e.g. speechtokenizer_hubert_avg/: config.json + SpeechTokenizer.pt), or the .pt with config_path= "
+           "(default: the config.json beside it)", _speechtokenizer,
+           "mmtok.audio.speechtokenizer.model:load_speechtokenizer"),
     Layout("cosmos-video", "NVIDIA Cosmos-Tokenizer discrete video folder (DV: encoder.jit + decoder.jit of the "
            "causal 3D network, read as weights; options spatial_compression=, temporal_compression=)",
            _cosmos_video, "mmtok.video.cosmos:load_cosmos_video"),

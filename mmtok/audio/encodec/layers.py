@@ -9,6 +9,7 @@ Weights are folded from weight norm at load time (see `model.fold_weight_norm`),
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,14 +71,22 @@ class SConvTranspose1d(nn.Module):
         return x[..., total - right: x.shape[-1] - right]
 
 
-class ResidualBlock(nn.Module):
-    """ELU, conv (kernel k, dilation d) to dim // compress, ELU, 1x1 conv back; plus a 1x1 (or identity) shortcut."""
+def elu(channels: int) -> nn.Module:
+    """EnCodec's activation (alpha 1); `channels` is unused (activations with per-channel weights need it)."""
+    del channels
+    return nn.ELU()
 
-    def __init__(self, dim: int, kernel: int, dilation: int, compress: int, conv_shortcut: bool, **conv):
+
+class ResidualBlock(nn.Module):
+    """act, conv (kernel k, dilation d) to dim // compress, act, 1x1 conv back; plus a 1x1 (or identity) shortcut.
+    `activation(channels)` makes each activation (ELU for EnCodec; SpeechTokenizer may use Snake)."""
+
+    def __init__(self, dim: int, kernel: int, dilation: int, compress: int, conv_shortcut: bool, *,
+                 activation: Callable[[int], nn.Module] = elu, **conv):
         super().__init__()
         hidden = dim // compress
-        self.block = nn.ModuleList([nn.ELU(), SConv1d(dim, hidden, kernel, dilation=dilation, **conv),
-                                    nn.ELU(), SConv1d(hidden, dim, 1, **conv)])
+        self.block = nn.ModuleList([activation(dim), SConv1d(dim, hidden, kernel, dilation=dilation, **conv),
+                                    activation(hidden), SConv1d(hidden, dim, 1, **conv)])
         self.shortcut = SConv1d(dim, dim, 1, **conv) if conv_shortcut else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,12 +97,14 @@ class ResidualBlock(nn.Module):
 
 
 class LSTMBlock(nn.Module):
-    """A stacked LSTM over time with a residual connection, on (B, C, T)."""
+    """A stacked LSTM over time with a residual connection, on (B, C, T). Bidirectional (SpeechTokenizer's
+    encoder) doubles the channels: the skip adds the input to both directions' halves."""
 
-    def __init__(self, dim: int, layers: int):
+    def __init__(self, dim: int, layers: int, bidirectional: bool = False):
         super().__init__()
-        self.lstm = nn.LSTM(dim, dim, layers)
+        self.lstm = nn.LSTM(dim, dim, layers, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seq = x.permute(2, 0, 1)
-        return (self.lstm(seq)[0] + seq).permute(1, 2, 0)
+        skip = seq.repeat(1, 1, 2) if self.lstm.bidirectional else seq
+        return (self.lstm(seq)[0] + skip).permute(1, 2, 0)

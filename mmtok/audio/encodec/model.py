@@ -24,7 +24,7 @@ from ...tokenizer.folder import read_config, read_folder, save_folder
 from ...tokenizer.protocol import AUDIO_AXES, CodeSpec
 from ...tokenizer.weights import find_weights, load_exactly, read_state_dict
 from ..io import prepare_waveform
-from .layers import LSTMBlock, ResidualBlock, SConv1d, SConvTranspose1d
+from .layers import LSTMBlock, ResidualBlock, SConv1d, SConvTranspose1d, elu
 
 FORMAT = "mmtok.audio.encodec"
 # EncodecConfig defaults (transformers 5.24) for configs that omit a field
@@ -80,7 +80,11 @@ def num_quantizers(s: dict, bandwidth: float | None = None) -> int:
 
 
 class SEANetEncoder(nn.Module):
-    def __init__(self, s: dict):
+    """SEANet encoder in EnCodec's layer order (`layers.N` = the original `model.N`). `activation(channels)` makes
+    the activations (ELU here; SpeechTokenizer may use Snake); `bidirectional` makes the LSTM a BiLSTM (doubling
+    the last conv's input, as SpeechTokenizer's encoder); `num_lstm_layers` 0 leaves the LSTM out."""
+
+    def __init__(self, s: dict, *, activation=elu, bidirectional: bool = False):
         super().__init__()
         conv = dict(causal=s["use_causal_conv"], pad_mode=s["pad_mode"], group_norm=s["norm_type"] == "time_group_norm")
         layers: list[nn.Module] = [SConv1d(s["audio_channels"], s["num_filters"], s["kernel_size"], **conv)]
@@ -89,11 +93,14 @@ class SEANetEncoder(nn.Module):
             dim = scale * s["num_filters"]
             for j in range(s["num_residual_layers"]):
                 layers.append(ResidualBlock(dim, s["residual_kernel_size"], s["dilation_growth_rate"] ** j,
-                                            s["compress"], s["use_conv_shortcut"], **conv))
-            layers += [nn.ELU(), SConv1d(dim, dim * 2, ratio * 2, stride=ratio, **conv)]
+                                            s["compress"], s["use_conv_shortcut"], activation=activation, **conv))
+            layers += [activation(dim), SConv1d(dim, dim * 2, ratio * 2, stride=ratio, **conv)]
             scale *= 2
-        layers += [LSTMBlock(scale * s["num_filters"], s["num_lstm_layers"]), nn.ELU(),
-                   SConv1d(scale * s["num_filters"], s["hidden_size"], s["last_kernel_size"], **conv)]
+        dim = scale * s["num_filters"]
+        if s["num_lstm_layers"]:
+            layers.append(LSTMBlock(dim, s["num_lstm_layers"], bidirectional))
+            dim *= 2 if bidirectional else 1
+        layers += [activation(dim), SConv1d(dim, s["hidden_size"], s["last_kernel_size"], **conv)]
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x):
@@ -103,21 +110,26 @@ class SEANetEncoder(nn.Module):
 
 
 class SEANetDecoder(nn.Module):
-    def __init__(self, s: dict):
+    """SEANet decoder in EnCodec's layer order; `activation` and `num_lstm_layers` 0 as in `SEANetEncoder`."""
+
+    def __init__(self, s: dict, *, activation=elu):
         super().__init__()
         conv = dict(causal=s["use_causal_conv"], pad_mode=s["pad_mode"], group_norm=s["norm_type"] == "time_group_norm")
         scale = 2 ** len(s["upsampling_ratios"])
-        layers: list[nn.Module] = [SConv1d(s["hidden_size"], scale * s["num_filters"], s["kernel_size"], **conv),
-                                   LSTMBlock(scale * s["num_filters"], s["num_lstm_layers"])]
+        layers: list[nn.Module] = [SConv1d(s["hidden_size"], scale * s["num_filters"], s["kernel_size"], **conv)]
+        if s["num_lstm_layers"]:
+            layers.append(LSTMBlock(scale * s["num_filters"], s["num_lstm_layers"]))
         for ratio in s["upsampling_ratios"]:
             dim = scale * s["num_filters"]
-            layers += [nn.ELU(), SConvTranspose1d(dim, dim // 2, ratio * 2, ratio, causal=s["use_causal_conv"],
-                                                  trim_right_ratio=s["trim_right_ratio"], group_norm=conv["group_norm"])]
+            layers += [activation(dim), SConvTranspose1d(dim, dim // 2, ratio * 2, ratio, causal=s["use_causal_conv"],
+                                                         trim_right_ratio=s["trim_right_ratio"],
+                                                         group_norm=conv["group_norm"])]
             for j in range(s["num_residual_layers"]):
                 layers.append(ResidualBlock(dim // 2, s["residual_kernel_size"], s["dilation_growth_rate"] ** j,
-                                            s["compress"], s["use_conv_shortcut"], **conv))
+                                            s["compress"], s["use_conv_shortcut"], activation=activation, **conv))
             scale //= 2
-        layers += [nn.ELU(), SConv1d(s["num_filters"], s["audio_channels"], s["last_kernel_size"], **conv)]
+        layers += [activation(s["num_filters"]),
+                   SConv1d(s["num_filters"], s["audio_channels"], s["last_kernel_size"], **conv)]
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x):
