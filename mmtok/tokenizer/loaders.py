@@ -24,6 +24,7 @@ FOLDER_CLASSES = {
     "mmtok.video.cosmos": "mmtok.video.cosmos:CosmosVideoTokenizer",
     "mmtok.audio.encodec": "mmtok.audio.encodec.model:EncodecCodec",
     "mmtok.audio.speechtokenizer": "mmtok.audio.speechtokenizer.model:SpeechTokenizerCodec",
+    "mmtok.audio.mimi": "mmtok.audio.mimi.model:MimiCodec",
     "mmtok.image.transformers_vq": "mmtok.image.transformers_vq:TransformersVQTokenizer",
     "mmtok.video.emu3": "mmtok.video.emu3.tokenizer:Emu3Tokenizer",
     "mmtok.image.diffusers_vq": "mmtok.image.diffusers_vq.tokenizer:DiffusersVQTokenizer",

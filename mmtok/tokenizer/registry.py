@@ -84,6 +84,11 @@ def _encodec(probe: Probe) -> bool:
     return probe.is_dir and probe.model_type == "encodec"
 
 
+def _mimi(probe: Probe) -> bool:
+    """A transformers MimiModel folder (config.json model_type 'mimi')."""
+    return probe.is_dir and probe.model_type == "mimi"
+
+
 def _speechtokenizer(probe: Probe) -> bool:
     """A SpeechTokenizer release: a folder whose config.json has its model fields (n_filters, strides,
     dimension, semantic_dimension, n_q, ...), or a .pt / .pth / .bin file with such a config.json beside it."""
@@ -224,6 +229,9 @@ LAYOUTS: list[Layout] = [
            _transformers_dac, "mmtok.audio.codec.transformers_dac:load_transformers_dac"),
     Layout("encodec", "transformers EncodecModel folder (model_type 'encodec'): EnCodec 24 kHz (MusicGen, AudioGen, "
            "Bark); chunked 48 kHz configs refused for now", _encodec, "mmtok.audio.encodec.model:load_encodec"),
+    Layout("mimi", "transformers MimiModel folder (model_type 'mimi', e.g. kyutai/mimi): Mimi, the codec of Moshi, "
+           "Sesame CSM, Kyutai STT / TTS; option num_quantizers= (a prefix of the levels)", _mimi,
+           "mmtok.audio.mimi.model:load_mimi"),
     Layout("speechtokenizer", "SpeechTokenizer release (AnyGPT): a folder with its config.json + one .pt "
            "(e.g. speechtokenizer_hubert_avg/: config.json + SpeechTokenizer.pt), or the .pt with config_path= "
            "(default: the config.json beside it)", _speechtokenizer,

@@ -28,12 +28,13 @@ def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
 
 
 class SConv1d(nn.Module):
-    """Conv1d with EnCodec's padding, optional time GroupNorm (one group) after it."""
+    """Conv1d with EnCodec's padding, optional time GroupNorm (one group) after it; `bias=False` for Mimi's
+    downsample conv."""
 
     def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, dilation: int = 1, causal: bool,
-                 pad_mode: str, group_norm: bool = False):
+                 pad_mode: str, group_norm: bool = False, bias: bool = True):
         super().__init__()
-        self.conv = nn.Conv1d(cin, cout, kernel, stride, dilation=dilation)
+        self.conv = nn.Conv1d(cin, cout, kernel, stride, dilation=dilation, bias=bias)
         self.norm = nn.GroupNorm(1, cout) if group_norm else None
         self.causal, self.pad_mode = causal, pad_mode
         self.effective_kernel = (kernel - 1) * dilation + 1
@@ -55,10 +56,12 @@ class SConv1d(nn.Module):
 
 
 class SConvTranspose1d(nn.Module):
+    """ConvTranspose1d with EnCodec's trimming; `groups` / `bias=False` for Mimi's upsample conv."""
+
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, *, causal: bool, trim_right_ratio: float,
-                 group_norm: bool = False):
+                 group_norm: bool = False, groups: int = 1, bias: bool = True):
         super().__init__()
-        self.conv = nn.ConvTranspose1d(cin, cout, kernel, stride)
+        self.conv = nn.ConvTranspose1d(cin, cout, kernel, stride, groups=groups, bias=bias)
         self.norm = nn.GroupNorm(1, cout) if group_norm else None
         self.causal, self.trim_right_ratio = causal, trim_right_ratio
 
