@@ -273,3 +273,55 @@ def test_bad_codes_and_inputs(codecs):
         codec.encode_batch(torch.randn(2, 2, 100))
     with pytest.raises(ValueError, match=r"2-channel; expected \(2, samples\)"):
         codecs["noncausal"].encode(torch.randn(400), 8000)
+
+
+def _pieces(total, sizes):
+    pos, i = 0, 0
+    while pos < total:
+        n = sizes[i % len(sizes)]
+        yield pos, min(total, pos + n)
+        pos, i = pos + n, i + 1
+
+
+@pytest.mark.parametrize("trim", [1.0, 0.5])
+def test_streamed_equals_one_pass(outputs, tmp_path, trim, seed):
+    def edit(config):
+        config["trim_right_ratio"] = trim
+
+    codec = registry.load(_copy(tmp_path, "causal", edit_config=edit))
+    speech = outputs["causal/speech/audio"][None]
+    audio = torch.cat([speech[..., :7000], torch.randn(1, 1, 4000) * 0.1], dim=-1)[..., : 11000 - 13]
+    one = codec.encode_batch(audio)
+    randoms = torch.randint(1, 700, (8,)).tolist()
+    for sizes in ([codec.frame_size], [1, 2, 3, 1000, 59, 61], randoms, [audio.shape[-1]]):
+        stream = codec.stream_encoder()
+        parts = [stream.push(audio[..., a:b]) for a, b in _pieces(audio.shape[-1], sizes)]
+        if sizes == [codec.frame_size]:  # one code frame per frame of audio: no lookahead
+            assert all(p.shape[-1] == 1 for p in parts[:-1])
+        parts.append(stream.flush())
+        assert torch.equal(torch.cat(parts, dim=-1), one), sizes
+    reference = codec.decode_batch(one)
+    for sizes in ([1], [2, 5, 1, 30], [one.shape[-1]]):
+        stream = codec.stream_decoder()
+        parts = [stream.push(one[..., a:b]) for a, b in _pieces(one.shape[-1], sizes)]
+        if trim == 1.0 and sizes == [1]:
+            assert all(p.shape[-1] == codec.frame_size for p in parts)
+        parts.append(stream.flush())
+        streamed = torch.cat(parts, dim=-1)
+        assert streamed.shape == reference.shape
+        torch.testing.assert_close(streamed, reference, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="flushed"):
+        stream.push(one[..., :1])
+
+
+def test_streaming_refusals(codecs):
+    with pytest.raises(ValueError, match="streaming needs a causal Mimi"):
+        codecs["noncausal"].stream_encoder()
+    stream = codecs["causal"].stream_encoder(num_quantizers=2)
+    assert stream.push(torch.randn(2, 1, 130)).shape == (2, 2, 2)
+    with pytest.raises(ValueError, match="batch of 1, the stream started with 2"):
+        stream.push(torch.randn(1, 1, 60))
+    decoder = codecs["causal"].stream_decoder()
+    decoder.push(torch.zeros(1, 3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="4 levels, the stream started with 3"):
+        decoder.push(torch.zeros(1, 4, 2, dtype=torch.long))

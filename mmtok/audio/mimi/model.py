@@ -248,6 +248,20 @@ class MimiCodec(nn.Module):
             out[rows, :, : n * self.frame_size] = self._decode_latent(latent[rows, :, :n])
         return out
 
+    def stream_encoder(self, *, num_quantizers: int | None = None):
+        """A `streaming.EncodeStream`: `push(audio (B, channels, n))` -> codes (B, levels, m) of the frames completed
+        so far, `flush()` -> the rest; all pieces together equal `encode_batch` of the whole (causal configs)."""
+        from .streaming import EncodeStream
+
+        return EncodeStream(self, num_quantizers)
+
+    def stream_decoder(self):
+        """A `streaming.DecodeStream`: `push(codes (B, K, m))` -> the samples completed so far (m * frame_size for
+        the released trim), `flush()` -> the rest; together equal to `decode_batch` (causal configs)."""
+        from .streaming import DecodeStream
+
+        return DecodeStream(self)
+
     def decode(self, codes) -> torch.Tensor:
         """codes (K, frames) (any prefix of the levels) -> waveform (frames * frame_size,) for a mono model, else
         (channels, frames * frame_size)."""
