@@ -25,6 +25,7 @@ FOLDER_CLASSES = {
     "mmtok.audio.encodec": "mmtok.audio.encodec.model:EncodecCodec",
     "mmtok.audio.speechtokenizer": "mmtok.audio.speechtokenizer.model:SpeechTokenizerCodec",
     "mmtok.audio.mimi": "mmtok.audio.mimi.model:MimiCodec",
+    "mmtok.audio.snac": "mmtok.audio.snac.model:SnacCodec",
     "mmtok.image.transformers_vq": "mmtok.image.transformers_vq:TransformersVQTokenizer",
     "mmtok.video.emu3": "mmtok.video.emu3.tokenizer:Emu3Tokenizer",
     "mmtok.image.diffusers_vq": "mmtok.image.diffusers_vq.tokenizer:DiffusersVQTokenizer",

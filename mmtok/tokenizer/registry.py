@@ -104,6 +104,22 @@ def _speechtokenizer(probe: Probe) -> bool:
         return False
 
 
+def _snac(probe: Probe) -> bool:
+    """A SNAC Hub folder (hubertsiuzdak/snac_24khz, ...): config.json with SNAC's fields (encoder_rates,
+    decoder_rates, vq_strides, codebook_size, ...), or a .bin / .pt / .pth / .safetensors with such a config.json
+    beside it."""
+    from ..audio.snac.config import is_snac_config
+
+    if probe.is_dir:
+        return is_snac_config(probe.config)
+    if probe.suffix not in (".bin", ".pt", ".pth", ".safetensors") or not (probe.path.parent / CONFIG_NAME).is_file():
+        return False
+    try:
+        return is_snac_config(read_config(probe.path.parent / CONFIG_NAME))
+    except (OSError, ValueError):
+        return False
+
+
 def _cosmos_video(probe: Probe) -> bool:
     """A Cosmos-Tokenizer video release folder: encoder.jit traced from its 3D (layers3d) network."""
     if not (probe.is_dir and (probe.path / "encoder.jit").is_file()):
@@ -236,6 +252,9 @@ LAYOUTS: list[Layout] = [
            "(e.g. speechtokenizer_hubert_avg/: config.json + SpeechTokenizer.pt), or the .pt with config_path= "
            "(default: the config.json beside it)", _speechtokenizer,
            "mmtok.audio.speechtokenizer.model:load_speechtokenizer"),
+    Layout("snac", "SNAC Hub folder (hubertsiuzdak/snac_24khz, snac_32khz, snac_44khz: config.json + "
+           "pytorch_model.bin; Orpheus TTS, mini-omni), or the weight file with config_path= (default: the "
+           "config.json beside it)", _snac, "mmtok.audio.snac.model:load_snac"),
     Layout("cosmos-video", "NVIDIA Cosmos-Tokenizer discrete video folder (DV: encoder.jit + decoder.jit of the "
            "causal 3D network, read as weights; options spatial_compression=, temporal_compression=)",
            _cosmos_video, "mmtok.video.cosmos:load_cosmos_video"),
