@@ -153,7 +153,9 @@ class ShardAssembler:
         elif item.modality == AUDIO:
             if codes["audio"].shape[1] == 0:
                 raise ValueError(f"{item.key}: audio too short to give a single token")
-            segments, grid = [Audio(codes=codes["audio"])], list(codes["audio"].shape)
+            codec = self.audio_tokenizer is not None and self.audio_tokenizer.code_spec.decodable
+            kind = AudioCodec if codec else Audio  # a codec's tokens go in the codec block
+            segments, grid = [kind(codes=codes["audio"])], list(codes["audio"].shape)
         elif item.modality == VIDEO:
             timestamps = [float(t) for t in payload["timestamps"]]
             frames = [Frame(codes=codes[n], timestamp=t) for n, t in enumerate(timestamps)]

@@ -21,6 +21,10 @@ def register(subparsers) -> None:
     p.add_argument("--video-tokenizer", help="a spatio-temporal video tokenizer (codes (t, h, w), e.g. Emu3) for the "
                                              "videos, anything mmtok.load reads; its latent frames share the image range")
     p.add_argument("--audio-tokenizer", help="AudioTokenizer save_pretrained folder, or a spec like 'bestrq:seed=0'")
+    p.add_argument("--audio-codec", help="an audio codec for the audio inputs and video soundtracks instead (tokens "
+                                         "that decode to sound): anything mmtok.load reads (DAC .pth, SNAC / "
+                                         "SpeechTokenizer release folders, transformers EnCodec / Mimi / DAC "
+                                         "folders, mmtok folders; docs/audio_codec.md)")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per tokenizer call (default 32)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding files (default 2)")
     p.add_argument("--shard-size", type=int, default=1000, help="inputs per shard (default 1000)")
@@ -50,7 +54,7 @@ def register(subparsers) -> None:
 def _tokenize(args: argparse.Namespace) -> int:
     from .outdir import OutputError
     from .pipeline import tokenize_dataset
-    from .tokenizers import load_audio_tokenizer, load_image_tokenizer, load_video_tokenizer
+    from .tokenizers import load_audio_codec, load_audio_tokenizer, load_image_tokenizer, load_video_tokenizer
 
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank
@@ -59,9 +63,13 @@ def _tokenize(args: argparse.Namespace) -> int:
         image_tok = (load_image_tokenizer(args.image_tokenizer, config_path=args.image_tokenizer_config,
                                           device=device) if args.image_tokenizer else None)
         video_tok = load_video_tokenizer(args.video_tokenizer, device=device) if args.video_tokenizer else None
+        if args.audio_tokenizer and args.audio_codec:
+            raise ValueError("--audio-tokenizer and --audio-codec both given: audio inputs are tokenized by one")
         audio_tok = load_audio_tokenizer(args.audio_tokenizer) if args.audio_tokenizer else None
+        audio_codec = load_audio_codec(args.audio_codec, device=device) if args.audio_codec else None
         summary = tokenize_dataset(
             args.inputs, args.out, image_tokenizer=image_tok, audio_tokenizer=audio_tok, video_tokenizer=video_tok,
+            audio_codec=audio_codec,
             batch_size=args.batch_size,
             workers=args.workers, shard_size=args.shard_size, image_size=args.image_size, image_mode=args.image_mode,
             video_fps=args.video_fps, video_max_frames=args.video_max_frames, max_grid=args.max_grid,

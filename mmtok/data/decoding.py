@@ -34,7 +34,7 @@ class DecodeOptions:
     image_mode: str = "center_crop"
     downsample_factor: int = 16
     video_tokenizer: object = None       # mmtok.video.VideoTokenizer (None: videos fail)
-    audio_tokenizer: object = None       # AudioTokenizer (audio inputs fail without one)
+    audio_tokenizer: object = None       # AudioTokenizer or a codec (audio inputs fail without one)
 
 
 @dataclass
@@ -108,6 +108,9 @@ class WorkerBatch:
 
     def _encode(self, waveforms: list) -> list:
         tok = self.audio_tokenizer
+        spec = tok.code_spec
+        if spec.decodable:  # a codec (mmtok.load): the protocol's one-clip encode, at the rate it was read
+            return [tok.encode(w, _audio_rate(tok)) for w in waveforms]
         codes, lengths = tok.encode_batch(waveforms, tok.code_spec.sample_rate)
         return [codes[i, :, : int(n)].clone() for i, n in enumerate(lengths)]
 
@@ -129,7 +132,7 @@ def decode_item(item: Item, options: DecodeOptions) -> dict:
     if item.modality == AUDIO:
         if options.audio_tokenizer is None:
             raise ValueError(f"{item.key}: audio input but no audio tokenizer was given (--audio-tokenizer)")
-        return {"waveform": _audio(item)}
+        return {"waveform": _audio(item, _audio_rate(options.audio_tokenizer))}
     if item.modality == VIDEO:
         return _video(item, options)
     if item.modality == CONVERSATION:
@@ -174,18 +177,24 @@ def image_pixels(source, options: DecodeOptions) -> torch.Tensor:
     return preprocess([source], size=size, mode=options.image_mode, factor=options.downsample_factor)[0]
 
 
-def _audio(item: Item) -> torch.Tensor:
+def _audio_rate(tokenizer) -> int:
+    """The rate audio inputs are read at: the tokenizer's own (a codec's 24 kHz keeps its band), BEST-RQ's 16 kHz."""
+    rate = tokenizer.code_spec.sample_rate if tokenizer is not None else None
+    return int(rate) if rate else SAMPLE_RATE
+
+
+def _audio(item: Item, rate: int = SAMPLE_RATE) -> torch.Tensor:
     if item.member is None:
-        return load_audio(item.source)
+        return load_audio(item.source, rate)
     import soundfile
 
     try:
-        data, rate = soundfile.read(io.BytesIO(_member_bytes(item)), dtype="float32", always_2d=True)
+        data, source_rate = soundfile.read(io.BytesIO(_member_bytes(item)), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, TypeError) as exc:
         raise ValueError(f"{item.key}: cannot read audio ({exc})") from None
     if data.shape[0] == 0:
         raise ValueError(f"{item.key}: audio file is empty (0 samples)")
-    return prepare_waveform(data.T, rate, SAMPLE_RATE, name=item.key)
+    return prepare_waveform(data.T, source_rate, rate, name=item.key)
 
 
 def _video(item: Item, options: DecodeOptions) -> dict:

@@ -83,13 +83,19 @@ class _KillHook:
 
 
 def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=None, video_tokenizer=None,
-                     batch_size: int = 32,
+                     audio_codec=None, batch_size: int = 32,
                      workers: int = 2, shard_size: int = 1000, image_size: int | None = None,
                      image_mode: str = "center_crop", video_fps: float | None = 1.0,
                      video_max_frames: int | None = None, max_grid: int = 64, retry_failures: bool = False,
                      rank: int | None = None, world_size: int | None = None, progress: bool = True) -> Summary:
     """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md."""
     start = time.perf_counter()
+    if audio_tokenizer is not None and audio_codec is not None:
+        raise ValueError("give an audio tokenizer (--audio-tokenizer) or an audio codec (--audio-codec), not both: "
+                         "audio inputs are tokenized by one of them")
+    codec_vocab = audio_codec  # a codec's codes take the vocabulary's audio_codec ranges and the codec block
+    if audio_codec is not None:
+        audio_tokenizer = audio_codec
     if image_tokenizer is None and audio_tokenizer is None and video_tokenizer is None:
         raise ValueError("give an image, video and/or audio tokenizer")
     for name, value, least in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1), ("workers", workers, 0)):
@@ -106,8 +112,9 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     items = discover(absolute)
     _check_tokenizers_for(items, image=image_tokenizer is not None, audio=audio_tokenizer is not None,
                           video=video_tokenizer is not None)
-    vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
-                                       video_tokenizer=video_tokenizer,
+    vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer,
+                                       audio_tokenizer=audio_tokenizer if codec_vocab is None else None,
+                                       audio_codec=codec_vocab, video_tokenizer=video_tokenizer,
                                        max_grid=max_grid)
     dtype = token_dtype(len(vocab))
     outdir.prepare(out_dir)
@@ -213,7 +220,7 @@ def _check_tokenizers_for(items, *, image: bool, audio: bool, video: bool) -> No
     needs = {IMAGE: (image, "an image tokenizer (--image-tokenizer)"),
              CONVERSATION: (image, "an image tokenizer (--image-tokenizer)"),
              VIDEO: (image or video, "an image or video tokenizer (--image-tokenizer / --video-tokenizer)"),
-             AUDIO: (audio, "an audio tokenizer (--audio-tokenizer)")}
+             AUDIO: (audio, "an audio tokenizer (--audio-tokenizer) or codec (--audio-codec)")}
     for item in items:
         given, what = needs.get(item.modality, (True, ""))
         if item.error is None and not given:

@@ -1,6 +1,6 @@
 """Load the tokenizers a run names on the command line, fingerprint them, and keep a copy with the output.
 
-The image (and spatio-temporal video) tokenizer is anything `mmtok.load` reads (an mmtok folder, a taming
+The image (and spatio-temporal video) tokenizer and the audio codec are anything `mmtok.load` reads (an mmtok folder, a taming
 `.ckpt`, a LlamaGen `.pt`, a Hugging Face / diffusers folder, ...); the BEST-RQ audio tokenizer a folder or a
 spec such as `bestrq:seed=0,num_codebooks=2` (it is fully defined by its config). The hash of each tokenizer (its
 config and weights) goes into the run plan, so a resumed run refuses different tokenizers.
@@ -29,14 +29,20 @@ def load_video_tokenizer(path, *, device=None, format=None, **options):
     return _load_checked(path, "video", "--video-tokenizer", device=device, format=format, **options)
 
 
-def _load_checked(path, modality: str, name: str, *, config_path=None, device=None, format=None, **options):
+def load_audio_codec(path, *, device=None, format=None, **options):
+    """Anything `mmtok.load` reads, checked to be an audio tokenizer whose codes decode to sound (a codec)."""
+    return _load_checked(path, "audio", "--audio-codec", device=device, format=format, decodable=True, **options)
+
+
+def _load_checked(path, modality: str, name: str, *, config_path=None, device=None, format=None,
+                  decodable: bool | None = None, **options):
     from ..tokenizer import load
     from ..tokenizer.protocol import expect_modality
 
     if config_path is not None:
         options["config_path"] = config_path
     tokenizer = load(path, format=format, device=device, **options)
-    expect_modality(tokenizer, modality, f"{name} {path}")
+    expect_modality(tokenizer, modality, f"{name} {path}", decodable=decodable)
     return tokenizer
 
 
