@@ -38,6 +38,15 @@ def register(subparsers) -> None:
     p.add_argument("--rank", type=int, help="this process's rank (default: $RANK or 0)")
     p.add_argument("--world-size", type=int, help="number of ranks (default: $WORLD_SIZE or 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (this machine, DataLoader workers; default) or ray (a Ray actor pool does the "
+                        "shards; needs the ray extra: pip install 'mmtok[ray]')")
+    p.add_argument("--ray-address", help="Ray cluster to join (e.g. 'auto' or HOST:PORT; default: $RAY_ADDRESS, "
+                                         "else a local Ray is started)")
+    p.add_argument("--num-gpus-per-worker", type=float, default=0,
+                   help="GPUs per Ray actor (default 0: CPU actors); the tokenizers run on its GPU")
+    p.add_argument("--concurrency", type=int, help="Ray actors (default: as many as the cluster's CPUs, or GPUs, "
+                                                   "allow)")
     p.set_defaults(func=_tokenize)
 
     p = subparsers.add_parser("verify", help="check token shards against their index and manifest",
@@ -57,9 +66,17 @@ def _tokenize(args: argparse.Namespace) -> int:
     from .tokenizers import load_audio_codec, load_audio_tokenizer, load_image_tokenizer, load_video_tokenizer
 
     device = args.device
+    if args.engine == "ray" and device not in (None, "cpu"):
+        print("mmtok tokenize: error: with --engine ray the actors' device follows --num-gpus-per-worker "
+              "(do not give --device)", file=sys.stderr)
+        return 2
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     try:
+        if args.engine == "ray":  # refused before any tokenizer is loaded
+            from .ray_engine import require_ray
+
+            require_ray()
         image_tok = (load_image_tokenizer(args.image_tokenizer, config_path=args.image_tokenizer_config,
                                           device=device) if args.image_tokenizer else None)
         video_tok = load_video_tokenizer(args.video_tokenizer, device=device) if args.video_tokenizer else None
@@ -74,7 +91,15 @@ def _tokenize(args: argparse.Namespace) -> int:
             workers=args.workers, shard_size=args.shard_size, image_size=args.image_size, image_mode=args.image_mode,
             video_fps=args.video_fps, video_max_frames=args.video_max_frames, max_grid=args.max_grid,
             retry_failures=args.retry_failures, rank=args.rank, world_size=args.world_size,
-            progress=not args.no_progress)
+            progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address,
+            num_gpus_per_worker=args.num_gpus_per_worker, concurrency=args.concurrency)
+    except RuntimeError as exc:
+        from .ray_engine import ShardsLost
+
+        if not isinstance(exc, ShardsLost):
+            raise
+        print(f"mmtok tokenize: error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, NotADirectoryError, OutputError) as exc:
         print(f"mmtok tokenize: error: {exc}", file=sys.stderr)
         return 2

@@ -87,9 +87,15 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                      workers: int = 2, shard_size: int = 1000, image_size: int | None = None,
                      image_mode: str = "center_crop", video_fps: float | None = 1.0,
                      video_max_frames: int | None = None, max_grid: int = 64, retry_failures: bool = False,
-                     rank: int | None = None, world_size: int | None = None, progress: bool = True) -> Summary:
-    """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md."""
+                     rank: int | None = None, world_size: int | None = None, progress: bool = True,
+                     engine: str = "local", ray_address: str | None = None, num_gpus_per_worker: float = 0,
+                     concurrency: int | None = None) -> Summary:
+    """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md.
+
+    `engine="ray"` plans the run the same way, then has a Ray actor pool tokenize and write the shards
+    (mmtok.data.ray_engine; `ray_address`, `num_gpus_per_worker`, `concurrency` configure it)."""
     start = time.perf_counter()
+    ray_options = _engine_options(engine, ray_address, num_gpus_per_worker, concurrency, world_size)
     if audio_tokenizer is not None and audio_codec is not None:
         raise ValueError("give an audio tokenizer (--audio-tokenizer) or an audio codec (--audio-codec), not both: "
                          "audio inputs are tokenized by one of them")
@@ -180,8 +186,9 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     with outdir.writing(out_dir):
         if works:  # the manifest describes finished runs only: never leave a stale one next to shards being rewritten
             (out_dir / mf.MANIFEST_FILE).unlink(missing_ok=True)
-        _run(works, carried, options, out_dir, vocab, dtype, (image_tokenizer, video_tokenizer), audio_tokenizer,
-             batch_size, workers, summary, progress)
+        run = run_works if ray_options is None else ray_options.run
+        run(works, carried, options, out_dir, vocab, dtype, (image_tokenizer, video_tokenizer), audio_tokenizer,
+            batch_size, workers, summary, progress)
         if not mf.missing_shards(out_dir, plan):
             summary.manifest = mf.merge_manifests(out_dir)
     summary.seconds = time.perf_counter() - start
@@ -215,6 +222,18 @@ def check_options(image_spec, *, image_size, image_mode, max_grid, video_fps, vi
                          f"(--max-grid) {max_grid}; raise --max-grid to at least {grid}")
 
 
+def _engine_options(engine, ray_address, num_gpus_per_worker, concurrency, world_size):
+    """None for the local engine; the Ray engine's options (Ray checked importable) for engine="ray"."""
+    if engine == "local":
+        return None
+    if engine != "ray":
+        raise ValueError(f"engine (--engine) must be local or ray, got {engine!r}")
+    from .ray_engine import RayOptions
+
+    return RayOptions.checked(address=ray_address, num_gpus_per_worker=num_gpus_per_worker,
+                              concurrency=concurrency, world_size=world_size)
+
+
 def _check_tokenizers_for(items, *, image: bool, audio: bool, video: bool) -> None:
     """Inputs of a modality without a tokenizer for it are a configuration error, found before any work."""
     needs = {IMAGE: (image, "an image tokenizer (--image-tokenizer)"),
@@ -228,13 +247,15 @@ def _check_tokenizers_for(items, *, image: bool, audio: bool, video: bool) -> No
                              f"it needs {what}")
 
 
-def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer, batch_size, workers,
-         summary: Summary, progress: bool) -> None:
+def run_works(works, carried, options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer, batch_size, workers,
+              summary: Summary, progress: bool, kill=None) -> None:
+    """Decode, tokenize and write the shards of `works` (each shard written once all its items are in):
+    the local engine, and what a Ray actor runs on one shard (mmtok.data.ray_engine)."""
     from tqdm import tqdm
 
     if not works:
         return
-    kill = _KillHook()
+    kill = _KillHook() if kill is None else kill
     expected: dict[int, int] = {}
     for work in works:
         expected[work.shard] = expected.get(work.shard, 0) + 1
@@ -253,7 +274,7 @@ def _run(works, carried, options, out_dir, vocab, dtype, image_tokenizers, audio
                     audio_tokenizer=audio_tokenizer, batch_size=batch_size))
                 assembler.add(result)
                 summary.processed += 1
-                kill("samples")
+                kill("samples", shard)
                 expected[shard] -= 1
                 if expected[shard] == 0:
                     _write(out_dir, shard, assemblers.pop(shard).finish(), carried.pop(shard), dtype, summary, kill)

@@ -1,0 +1,216 @@
+"""The Ray engine of `tokenize_dataset` / `mmtok tokenize --engine ray`: shards done by a Ray actor pool.
+
+The driver plans the run exactly as the local engine does (discovery order, fixed shard blocks, run.json,
+complete shards skipped); here each missing shard becomes one Ray task. A pool of `concurrency` actors
+each gets the tokenizers once (through the object store, moved to its GPU when `num_gpus_per_worker` > 0)
+and runs the local engine's own `run_works` on one shard at a time, so every shard is decoded, tokenized
+and written atomically by the same code, and the output is byte-identical to the local engine's.
+
+What is retried: an actor whose process dies (SIGKILL, OOM killer, lost node) is restarted by Ray
+(`max_restarts`) and the shard it was doing is resubmitted (`max_task_retries`); the half-written
+temporary files of the dead process are removed by the retry (outdir.stale_temporaries) and the shard is
+written from scratch. A bad input is a failure record as ever, never a retry. A shard that still fails
+after the retries is reported at the end (the other shards are finished first); rerunning the command
+redoes it. Ray is an optional extra: `pip install "mmtok[ray]"`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+INSTALL = "pip install 'mmtok[ray]'  (or: pip install ray)"
+KILL_ENV = "MMTOK_RAY_TEST_SIGKILL"  # test hook: "SHARD:N:MARKER" -> an actor SIGKILLs itself at item N of
+#                                      shard SHARD, once (the marker file says it already did)
+MAX_RETRIES = 3      # actor restarts, and task retries after an actor died
+IN_FLIGHT = 2        # shards queued per actor: the next one is ready when the current one is written
+
+
+class ShardsLost(RuntimeError):
+    """Shards that failed on Ray even after the retries (rerun the command to redo them)."""
+
+
+def require_ray():
+    """The `ray` module, or a ValueError with the install command (before any work starts)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError(f"--engine ray needs Ray, which is not installed here ({exc}); install it with: "
+                         f"{INSTALL}") from None
+    return ray
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None          # None: the running Ray (ray.init'ed), else a new local one; "auto"...
+    num_gpus_per_worker: float = 0
+    concurrency: int | None = None      # actors; None: as many as the cluster's CPUs (or GPUs) allow
+
+    @classmethod
+    def checked(cls, *, address, num_gpus_per_worker, concurrency, world_size) -> "RayOptions":
+        require_ray()
+        world = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+        if world != 1:
+            raise ValueError(f"--engine ray plans every shard itself: do not combine it with ranks "
+                             f"(world_size {world}; unset WORLD_SIZE / --world-size)")
+        if isinstance(num_gpus_per_worker, bool) or not isinstance(num_gpus_per_worker, (int, float)) \
+                or not 0 <= num_gpus_per_worker < float("inf"):
+            raise ValueError(f"num_gpus_per_worker (--num-gpus-per-worker) must be a number >= 0, "
+                             f"got {num_gpus_per_worker!r}")
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                        or concurrency < 1):
+            raise ValueError(f"concurrency (--concurrency) must be an int >= 1, got {concurrency!r}")
+        return cls(address, float(num_gpus_per_worker), concurrency)
+
+    def run(self, works, carried, options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer, batch_size,
+            workers, summary, progress) -> None:
+        """The Ray counterpart of pipeline.run_works: same arguments, same shards written, same summary."""
+        if works:
+            _drive(self, works, carried, (options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer,
+                                          batch_size, workers), summary, progress)
+
+
+class _ActorKill:
+    """Test-only: SIGKILL this actor at item N of one shard, the first time only (a marker file remembers)."""
+
+    def __init__(self, spec: str | None):
+        self.shard = self.count = None
+        if spec:
+            shard, count, self.marker = spec.split(":", 2)
+            self.shard, self.count = int(shard), int(count)
+        self.seen = 0
+
+    def __call__(self, kind: str, index=None) -> None:
+        if kind == "samples" and index == self.shard:
+            self.seen += 1
+            if self.seen == self.count and not os.path.exists(self.marker):
+                with open(self.marker, "w") as f:
+                    f.write(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ShardWorker:
+    """A Ray actor's state: the run's tokenizers and options, received once; `shard` does one shard."""
+
+    def __init__(self, setup, device: str | None, kill_spec: str | None):
+        self.options, self.out_dir, self.vocab, self.dtype, self.image_tokenizers, self.audio_tokenizer, \
+            self.batch_size, self.workers = setup
+        if device is not None:
+            video = self.options.video_tokenizer
+            for tok in {id(t): t for t in (*self.image_tokenizers, self.audio_tokenizer,
+                                           getattr(video, "audio_tokenizer", None)) if t is not None}.values():
+                tok.to(device)
+        self.kill_spec = kill_spec
+
+    def shard(self, shard: int, works: list, carried: dict) -> dict:
+        from .pipeline import Summary, run_works
+
+        summary = Summary(0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0.0)
+        run_works(works, {shard: carried}, self.options, self.out_dir, self.vocab, self.dtype,
+                  self.image_tokenizers, self.audio_tokenizer, self.batch_size, self.workers, summary,
+                  progress=False, kill=_ActorKill(self.kill_spec))
+        return {"shard": shard, "items": len(works), "written": summary.shards_written,
+                "processed": summary.processed, "samples": summary.samples, "failures": summary.failures,
+                "tokens": summary.tokens, "failures_in_shards": summary.failures_in_shards,
+                "failed_keys": summary.failed_keys}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _connect(ray, address):
+    """(started_here): join the running Ray, the one at `address`, or start a local one."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def _pool_size(ray, opts: RayOptions) -> int:
+    if opts.concurrency is not None:
+        return opts.concurrency
+    resources = ray.cluster_resources()
+    if opts.num_gpus_per_worker > 0:
+        gpus = int(resources.get("GPU", 0) // opts.num_gpus_per_worker)
+        if gpus < 1:
+            raise ValueError(f"--num-gpus-per-worker {opts.num_gpus_per_worker:g}: the Ray cluster has "
+                             f"{resources.get('GPU', 0):g} GPUs")
+        return gpus
+    return max(1, int(resources.get("CPU", 1)))
+
+
+def _drive(opts: RayOptions, works, carried, setup, summary, progress) -> None:
+    from tqdm import tqdm
+
+    from .pipeline import MAX_LISTED_FAILURES, _KillHook
+
+    ray = require_ray()
+    started = _connect(ray, opts.address)
+    by_shard: dict[int, list] = {}
+    for work in works:
+        by_shard.setdefault(work.shard, []).append(work)
+    pending = sorted(by_shard)
+    actors, lost, failed_keys = [], [], {}
+    kill = _KillHook()  # test hook of the driver ("shards:K": SIGKILL after K shards are written)
+    try:
+        setup_ref = ray.put(setup)
+        size = min(_pool_size(ray, opts), len(pending))
+        actor_class = ray.remote(ShardWorker).options(
+            num_cpus=1, num_gpus=opts.num_gpus_per_worker or None, max_restarts=MAX_RETRIES,
+            max_task_retries=MAX_RETRIES)
+        device = "cuda" if opts.num_gpus_per_worker > 0 else None
+        actors = [actor_class.remote(setup_ref, device, os.environ.get(KILL_ENV)) for _ in range(size)]
+        running: dict = {}  # ObjectRef -> (actor, shard)
+
+        def submit(n: int) -> None:
+            shard = pending.pop(0)
+            ref = actors[n].shard.remote(shard, by_shard.pop(shard), carried.pop(shard))
+            running[ref] = (n, shard)
+
+        for _ in range(IN_FLIGHT):
+            for n in range(size):
+                if pending:
+                    submit(n)
+        bar = tqdm(total=len(works), unit="item", disable=not progress, dynamic_ncols=True, desc="tokenize (ray)")
+        shards_done, shards_total = 0, len(running) + len(pending)
+        with bar:
+            bar.set_postfix(shards=f"0/{shards_total}", refresh=False)
+            while running:
+                (ref,), _ = ray.wait(list(running), num_returns=1)
+                n, shard = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - an actor lost past its retries, or a crash in it
+                    lost.append(f"shard {shard}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                    result = None
+                if result is not None:
+                    _add(summary, result)
+                    failed_keys[shard] = result["failed_keys"]
+                    bar.update(result["items"])
+                shards_done += 1
+                bar.set_postfix(shards=f"{shards_done}/{shards_total}", failed=summary.failures, refresh=False)
+                if result is not None:
+                    kill("shards")
+                if pending:
+                    submit(n)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if started:
+            ray.shutdown()
+    for shard in sorted(failed_keys):  # in shard order, as the local engine lists them
+        room = MAX_LISTED_FAILURES - len(summary.failed_keys)
+        summary.failed_keys += failed_keys[shard][:max(room, 0)]
+    if lost:
+        raise ShardsLost(f"{len(lost)} shard(s) failed on Ray after {MAX_RETRIES} retries (rerun the same command "
+                         f"to redo them): " + "; ".join(lost))
+
+
+def _add(summary, result: dict) -> None:
+    summary.shards_written += result["written"]
+    summary.processed += result["processed"]
+    summary.samples += result["samples"]
+    summary.failures += result["failures"]
+    summary.tokens += result["tokens"]
+    summary.failures_in_shards += result["failures_in_shards"]
+

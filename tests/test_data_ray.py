@@ -1,0 +1,150 @@
+"""The Ray engine of `mmtok tokenize` on a local 2-CPU Ray cluster started here: byte-identical to the local
+engine on photos, speech, a video and a Qwen-VL file with planted bad inputs; a rerun skips complete shards;
+an actor SIGKILLed mid-shard and a driver SIGKILLed mid-run both end identical; refused cleanly without Ray."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_fixtures import build_dataset, save_tiny_image_tokenizer
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARD_SIZE = 3
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray engine tests need the ray extra (pip install 'mmtok[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    seed = int(os.environ.get("MMTOK_TEST_SEED", random.SystemRandom().randrange(2**31)))
+    print(f"seed={seed}")
+    root = tmp_path_factory.mktemp("ray_dataset")
+    data = build_dataset(root, np.random.default_rng(seed))
+    chat = root / "chat.json"  # Qwen-VL conversations: two good, a missing image, a malformed record
+    chat.write_text(json.dumps([
+        {"id": "q1", "conversations": [{"from": "user", "value": "Picture 1: <img>media/photos/random.png</img>\nWhat?"},
+                                       {"from": "assistant", "value": "noise"}]},
+        {"id": "q2", "conversations": [{"from": "user", "value": "<img>media/photos/chelsea.png</img> and "
+                                                                 "<img>media/photos/random.png</img>"}]},
+        {"id": "q3", "conversations": [{"from": "user", "value": "<img>media/photos/nope.png</img>"}]},
+        {"id": "q4", "conversations": [{"from": "user"}]},
+    ]))
+    data["inputs"] = [data["media"], data["manifest"], chat]
+    data["image_tokenizer_dir"] = root / "image_tokenizer"
+    data["image_tokenizer"] = save_tiny_image_tokenizer(data["image_tokenizer_dir"])
+    data["root"] = root
+    return data
+
+
+def run(dataset, out, **kwargs):
+    from mmtok.audio.tokenizer import AudioTokenizer
+    from mmtok.data import tokenize_dataset
+
+    return tokenize_dataset(dataset["inputs"], out, image_tokenizer=dataset["image_tokenizer"],
+                            audio_tokenizer=AudioTokenizer(seed=3), shard_size=SHARD_SIZE, batch_size=4, workers=0,
+                            progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reference(dataset):
+    out = dataset["root"] / "local"
+    summary = run(dataset, out)
+    return {"out": out, "summary": summary}
+
+
+def output_files(out: pathlib.Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_ray_output_is_byte_identical_to_the_local_engine_and_a_rerun_skips(ray_cluster, dataset, reference):
+    from mmtok.data import TokenShards, verify
+
+    out = dataset["root"] / "ray"
+    summary = run(dataset, out, engine="ray", concurrency=2)
+    want = reference["summary"]
+    modalities = {m for m in json.loads((out / "manifest.json").read_text())["counts"]["by_modality"]}
+    assert {"image", "audio", "video", "conversation"} <= modalities
+    assert summary.failures == want.failures >= 7  # the planted bad files and conversations are failure records
+    assert (summary.samples, summary.tokens, summary.shards_written, summary.failed_keys) == (
+        want.samples, want.tokens, want.shards_total, want.failed_keys)
+    assert output_files(out) == output_files(reference["out"])
+    assert verify(out) == [] and len(TokenShards(out)) == want.samples
+    again = run(dataset, out, engine="ray")
+    assert (again.shards_written, again.shards_done_before, again.processed) == (0, want.shards_total, 0)
+    assert output_files(out) == output_files(reference["out"])
+
+
+def test_an_actor_killed_mid_shard_is_retried_and_the_output_is_identical(ray_cluster, dataset, reference,
+                                                                          tmp_path, monkeypatch):
+    from mmtok.data.ray_engine import KILL_ENV
+
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_ENV, f"2:2:{marker}")  # the actor doing shard 2 dies at its 2nd item, once
+    out = tmp_path / "out"
+    summary = run(dataset, out, engine="ray", concurrency=2)
+    assert marker.exists(), "the test hook did not fire"
+    killed_pid = int(marker.read_text())
+    assert not _alive(killed_pid)
+    assert summary.shards_written == reference["summary"].shards_total
+    assert output_files(out) == output_files(reference["out"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _cli(*args, env=None):
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mmtok", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=ROOT)
+
+
+def _cli_args(dataset, out, *extra):
+    return ["tokenize", *dataset["inputs"], "--out", out, "--image-tokenizer", dataset["image_tokenizer_dir"],
+            "--audio-tokenizer", "bestrq:seed=3", "--shard-size", SHARD_SIZE, "--batch-size", 4, "--workers", 0,
+            "--no-progress", *extra]
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_run_then_rerun_is_identical(ray_cluster, dataset, reference, tmp_path):
+    address = ray_cluster.get_runtime_context().gcs_address
+    out = tmp_path / "out"
+    args = _cli_args(dataset, out, "--engine", "ray", "--ray-address", address, "--concurrency", 1)
+    proc = _cli(*args, env={"MMTOK_DATA_TEST_SIGKILL": "shards:2"})  # the driver dies after 2 shards
+    assert proc.returncode == -9, proc.stderr
+    assert not (out / "manifest.json").exists()
+    proc = _cli(*args)
+    assert proc.returncode == 1, proc.stderr  # finished, with the planted failures
+    assert "2 already complete" in proc.stdout, proc.stdout
+    assert output_files(out) == output_files(reference["out"])
+
+
+def test_ray_engine_is_refused_up_front_without_ray(dataset, tmp_path):
+    fake = tmp_path / "no_ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray (hidden by the test)')\n")
+    out = tmp_path / "out"
+    proc = _cli(*_cli_args(dataset, out, "--engine", "ray"), env={
+        "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])})
+    assert proc.returncode == 2, proc.stderr
+    assert "--engine ray needs Ray" in proc.stderr and "pip install 'mmtok[ray]'" in proc.stderr
+    assert not out.exists()  # nothing was started
