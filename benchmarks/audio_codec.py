@@ -10,6 +10,7 @@ measured for a long file through encode_file + decode_to_file, at two lengths to
     python benchmarks/audio_codec.py            # 60 s timing, 10-minute file memory (slow on 2 cores)
     python benchmarks/audio_codec.py --quick    # 8 s timing, 1 vs 2 minute memory
     python benchmarks/audio_codec.py --family snac [--seconds 60]   # SNAC 24 kHz vs the snac package
+    python benchmarks/audio_codec.py --family mimi [options of audio_codec_mimi.py]   # Mimi vs transformers
 """
 from __future__ import annotations
 
@@ -158,15 +159,18 @@ def measure_memory(kind: str, seconds: float) -> dict:
 
 
 def main() -> None:
-    if "--family" in sys.argv:  # `--family snac [its options]`: SNAC vs the snac package (audio_codec_snac.py)
+    if "--family" in sys.argv:  # `--family snac|mimi [its options]`: audio_codec_snac.py / audio_codec_mimi.py
         i = sys.argv.index("--family")
         family = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
         if family != "dac":
-            if family != "snac":
-                sys.exit(f"--family must be dac or snac, got {family!r}")
-            from audio_codec_snac import main as snac_main
+            if family not in ("snac", "mimi"):
+                sys.exit(f"--family must be dac, snac or mimi, got {family!r}")
+            if family == "snac":
+                from audio_codec_snac import main as family_main
+            else:
+                from audio_codec_mimi import main as family_main
 
-            snac_main(sys.argv[1:i] + sys.argv[i + 2:])
+            family_main(sys.argv[1:i] + sys.argv[i + 2:])
             return
         del sys.argv[i: i + 2]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
