@@ -325,3 +325,31 @@ def test_streaming_refusals(codecs):
     decoder.push(torch.zeros(1, 3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="4 levels, the stream started with 3"):
         decoder.push(torch.zeros(1, 4, 2, dtype=torch.long))
+
+
+def test_tokenize_cli_with_mimi(tmp_path):
+    """`mmtok tokenize --audio-codec` takes a Mimi folder: the codes are the codec's own, the kept copy decodes."""
+    import os
+    import subprocess
+    import sys
+
+    import soundfile
+
+    from mmtok.audio.io import load_audio
+    from mmtok.data import TokenShards
+
+    media = tmp_path / "media"
+    media.mkdir()
+    speech, rate = soundfile.read(DATA.parent / "audio" / "arctic_a0007.wav", dtype="float32")
+    soundfile.write(media / "speech.wav", speech[: rate // 2], rate)
+    root = DATA.parents[2]
+    proc = subprocess.run([sys.executable, "-m", "mmtok", "tokenize", str(media), "--out", str(tmp_path / "out"),
+                           "--audio-codec", str(DATA / "causal"), "--workers", "1", "--no-progress"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    codec = registry.load(DATA / "causal")
+    shards = TokenShards(tmp_path / "out")
+    (segment,) = shards.segments(0)
+    assert torch.equal(segment.codes, codec.encode(load_audio(shards[0].source, codec.sample_rate), codec.sample_rate))
+    copy = mmtok.load(tmp_path / "out" / "tokenizers" / "audio")
+    assert isinstance(copy, MimiCodec) and torch.equal(copy.decode(segment.codes), codec.decode(segment.codes))
