@@ -21,7 +21,8 @@ def _add_tokenizer_options(parser: argparse.ArgumentParser, *, audio: bool, vide
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--audio-tokenizer", type=pathlib.Path, help="AudioTokenizer directory (BEST-RQ)")
         group.add_argument("--best-rq", action="store_true", help="the default AudioTokenizer() (seed 0)")
-        group.add_argument("--audio-codec", type=pathlib.Path, help="AudioCodec directory")
+        group.add_argument("--audio-codec", type=pathlib.Path,
+                           help="an audio codec: anything mmtok.load reads (docs/audio_codec.md)")
     parser.add_argument("--max-grid", type=int, default=64, help="largest grid side a resolution token holds")
     parser.add_argument("--no-end-of-row", action="store_true", help="images without end-of-row tokens")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output .jsonl file")

@@ -24,6 +24,25 @@ DILATIONS = (1, 3, 9)
 ROPE_BASE = 10000.0
 
 
+class Pointwise(nn.Conv1d):
+    """A 1x1 Conv1d that runs as one matrix product per item at inference (BLAS is about 2x faster than oneDNN's
+    1x1 conv on CPU; the same products and sums); `plus=` adds a tensor to the result in the same pass."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor, plus: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            y = super().forward(x)
+            return y if plus is None else y + plus
+        weight = self.weight[:, :, 0]
+        if plus is not None:
+            y = torch.baddbmm(plus, weight.expand(x.shape[0], -1, -1), x)
+        else:
+            y = torch.matmul(weight, x)
+        return y if self.bias is None else y.add_(self.bias[:, None])
+
+
 class ResidualUnit(nn.Module):
     """x + conv1x1(snake(conv7_dilated(snake(x)))), the dilated conv grouped (depthwise when groups = dim)."""
 
@@ -31,12 +50,14 @@ class ResidualUnit(nn.Module):
         super().__init__()
         self.block = nn.Sequential(
             Snake1d(dim), nn.Conv1d(dim, dim, 7, dilation=dilation, padding=3 * dilation, groups=groups),
-            Snake1d(dim), nn.Conv1d(dim, dim, 1))
+            Snake1d(dim), Pointwise(dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
+        y = x
+        for layer in self.block[:-1]:
+            y = layer(y)
         trim = (x.shape[-1] - y.shape[-1]) // 2
-        return (x[..., trim:-trim] if trim > 0 else x) + y
+        return self.block[-1](y, plus=x[..., trim:-trim] if trim > 0 else x)  # the skip summed in the product
 
 
 class EncoderBlock(nn.Module):
@@ -130,7 +151,7 @@ class NoiseBlock(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.linear = nn.Conv1d(dim, dim, 1, bias=False)
+        self.linear = Pointwise(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if generator is None:
@@ -168,7 +189,7 @@ class Decoder(nn.Module):
         super().__init__()
         if depthwise:
             layers: list[nn.Module] = [nn.Conv1d(latent_dim, latent_dim, 7, padding=3, groups=latent_dim),
-                                       nn.Conv1d(latent_dim, dim, 1)]
+                                       Pointwise(latent_dim, dim)]
         else:
             layers = [nn.Conv1d(latent_dim, dim, 7, padding=3)]
         if window is not None:
