@@ -581,3 +581,52 @@ def test_11_streaming_tiny_chunks_is_linear_with_flat_memory(seed):
         equal, peak_mib, _cpu_per_second = fields[3 * variant: 3 * variant + 3]
         assert equal == "1", done.stdout
         assert float(peak_mib) < 150, done.stdout
+
+
+ZOO_RELEASES = ["chameleon/hf", "janus/hf", "emu3/model", "emu35_ibq/standalone", "diffusers_vq/group_tiny",
+                "diffusers_vq/spatial", "dac_transformers/weightnorm", "encodec/causal", "mimi/causal",
+                "snac/attn", "speechtokenizer/bilstm", "var/vae"]
+
+
+def _zoo_corruptions(base, root):
+    """Copies of a downloaded release folder: its config.json not an object / empty / each top-level field of
+    the wrong type or missing, and each weight file truncated or garbage."""
+    import json
+    import shutil
+
+    config = json.loads((base / "config.json").read_text())
+    cases: dict[str, tuple[str, bytes]] = {"config_list": ("config.json", b"[1, 2]"), "config_empty": ("config.json", b"")}
+    for key in config:
+        for tag, value in (("none", None), ("list", [1]), ("str", "x"), ("neg", -1)):
+            cases[f"{key}_{tag}"] = ("config.json", json.dumps({**config, key: value}).encode())
+        cases[f"{key}_missing"] = ("config.json", json.dumps({k: v for k, v in config.items() if k != key}).encode())
+    for weights in sorted(p for p in base.iterdir() if p.is_file() and p.suffix in (".bin", ".pt", ".pth",
+                                                                                   ".safetensors", ".ckpt")):
+        data = weights.read_bytes()
+        cases[f"{weights.name}_truncated"] = (weights.name, data[: len(data) // 2])
+        cases[f"{weights.name}_garbage"] = (weights.name, b"\x00\x01" * 40)
+    for name, (target, content) in cases.items():
+        folder = root / f"{base.parent.name}-{base.name}-{name}"
+        shutil.copytree(base, folder)
+        (folder / target).write_bytes(content)
+        yield name, folder
+
+
+@pytest.mark.parametrize("release", ZOO_RELEASES)
+def test_19_zoo_release_folders_fail_with_the_path(tmp_path, data_dir, release):
+    """The downloaded layouts mmtok.load reads (transformers, diffusers, codec releases) given a broken config or
+    weight file: a ValueError / OSError naming the folder, never a bare KeyError / TypeError / AttributeError /
+    IndexError / pickle or safetensors error; a field with a usable default may load (then it must still be a
+    tokenizer)."""
+    import mmtok
+
+    refused = 0
+    for name, folder in _zoo_corruptions(data_dir / release, tmp_path):
+        try:
+            loaded = mmtok.load(folder)
+        except (ValueError, OSError) as exc:
+            assert str(folder) in str(exc), (release, name, f"{type(exc).__name__}: {exc}")
+            refused += 1
+        else:
+            assert hasattr(loaded, "encode") and hasattr(loaded, "decode"), (release, name)
+    assert refused >= 4, release

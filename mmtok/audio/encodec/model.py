@@ -46,6 +46,21 @@ def settings_from_config(config: Mapping, origin: str) -> dict:
             raise ValueError(f"{origin}: {name} must be a positive int, got {s[name]!r}")
     if s["codebook_dim"] is None:
         s["codebook_dim"] = s["hidden_size"]
+    if not isinstance(s["codebook_dim"], int) or isinstance(s["codebook_dim"], bool) or not 0 < s["codebook_dim"] <= 1 << 20:
+        raise ValueError(f"{origin}: codebook_dim must be a positive int (or null), got {s['codebook_dim']!r}")
+    for name in ("use_causal_conv", "use_conv_shortcut", "normalize"):
+        if not isinstance(s[name], bool):
+            raise ValueError(f"{origin}: {name} must be true or false, got {s[name]!r}")
+    if s["pad_mode"] not in ("reflect", "constant", "replicate", "circular"):
+        raise ValueError(f"{origin}: pad_mode must be 'reflect', 'constant', 'replicate' or 'circular', "
+                         f"got {s['pad_mode']!r}")
+    bands = s["target_bandwidths"]
+    if (not isinstance(bands, list) or not bands
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0 for b in bands)):
+        raise ValueError(f"{origin}: target_bandwidths must be a non-empty list of positive numbers, got {bands!r}")
+    ratio = s["trim_right_ratio"]
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
+        raise ValueError(f"{origin}: trim_right_ratio must be a number in [0, 1], got {ratio!r}")
     if s["norm_type"] not in ("weight_norm", "time_group_norm"):
         raise ValueError(f"{origin}: norm_type must be 'weight_norm' or 'time_group_norm', got {s['norm_type']!r}")
     if s["chunk_length_s"] is not None:
@@ -59,6 +74,9 @@ def settings_from_config(config: Mapping, origin: str) -> dict:
     if not isinstance(ratios, list) or not ratios or not all(isinstance(r, int) and r > 0 for r in ratios):
         raise ValueError(f"{origin}: upsampling_ratios must be a list of positive ints, got {ratios!r}")
     s["target_bandwidths"] = [float(b) for b in s["target_bandwidths"]]
+    if num_quantizers(s) < 1:
+        raise ValueError(f"{origin}: target_bandwidths {s['target_bandwidths']} give no quantizer at "
+                         f"{frame_rate(s)} frames/s and codebook_size {s['codebook_size']}")
     return s
 
 
