@@ -13,7 +13,8 @@ def register(subparsers) -> None:
         "tokenize", help="tokenize a dataset (folder, JSONL/JSON manifest, Qwen-VL file, webdataset .tar) into shards",
         description="Resumable, sharded dataset tokenization. Rerun the same command to resume; under torchrun "
                     "(RANK / WORLD_SIZE) every rank writes its own shards.", epilog=EXIT_STATUS)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, .jsonl/.json manifest, Qwen-VL .json, or .tar")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, .jsonl/.json manifest, Qwen-VL .json, .tar, "
+                                                                ".parquet / .arrow table or datasets folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--image-tokenizer", help="an image tokenizer: anything mmtok.load reads (mmtok folder, taming "
                                              ".ckpt, LlamaGen .pt, transformers / diffusers folder; docs/tokenizer-zoo.md)")
@@ -47,6 +48,12 @@ def register(subparsers) -> None:
                    help="GPUs per Ray actor (default 0: CPU actors); the tokenizers run on its GPU")
     p.add_argument("--concurrency", type=int, help="Ray actors (default: as many as the cluster's CPUs, or GPUs, "
                                                    "allow)")
+    p.add_argument("--image-column", help="Parquet / datasets inputs: the column with the images (a datasets Image "
+                                          "struct or binary; default: detected)")
+    p.add_argument("--audio-column", help="Parquet / datasets inputs: the column with the audio (a datasets Audio "
+                                          "struct or binary; default: detected)")
+    p.add_argument("--key-column", help="Parquet / datasets inputs: the column with the sample keys (default: "
+                                        "__key__, key or id if present, else <file>#<row>)")
     p.set_defaults(func=_tokenize)
 
     p = subparsers.add_parser("verify", help="check token shards against their index and manifest",
@@ -92,7 +99,8 @@ def _tokenize(args: argparse.Namespace) -> int:
             video_fps=args.video_fps, video_max_frames=args.video_max_frames, max_grid=args.max_grid,
             retry_failures=args.retry_failures, rank=args.rank, world_size=args.world_size,
             progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address,
-            num_gpus_per_worker=args.num_gpus_per_worker, concurrency=args.concurrency)
+            num_gpus_per_worker=args.num_gpus_per_worker, concurrency=args.concurrency,
+            image_column=args.image_column, audio_column=args.audio_column, key_column=args.key_column)
     except RuntimeError as exc:
         from .ray_engine import ShardsLost
 

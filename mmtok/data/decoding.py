@@ -126,7 +126,8 @@ def decode_item(item: Item, options: DecodeOptions) -> dict:
     if item.error is not None or item.modality == INVALID:
         raise ValueError(item.error.split(": ", 1)[-1] if item.error else f"{item.key}: invalid input")
     if item.modality != CONVERSATION:  # named before opening: a FIFO would block forever (mmtok.paths)
-        regular_file(item.source, "tar file" if item.member is not None else f"{item.modality} file")
+        kind = "tar file" if item.member is not None else "table file" if item.row is not None else f"{item.modality} file"
+        regular_file(item.source, kind)
     if item.modality == IMAGE:
         return {"pixels": image_pixels(_image_source(item), options)}
     if item.modality == AUDIO:
@@ -159,11 +160,26 @@ def _member_bytes(item: Item) -> bytes:
     return bytes(data)
 
 
+def _stored_bytes(item: Item) -> bytes | str:
+    """The bytes of a tar member or a table row (mmtok.data.tables), or a path a table row points to."""
+    if item.row is not None:
+        from .tables import row_media
+
+        media = row_media(item)
+        if isinstance(media, str):
+            regular_file(media, f"{item.modality} file (named by {item.where})")
+        return media
+    return _member_bytes(item)
+
+
 def _image_source(item: Item):
-    if item.member is None:
+    if item.member is None and item.row is None:
         return item.source
+    data = _stored_bytes(item)
+    if isinstance(data, str):
+        return data
     try:
-        with PILImage.open(io.BytesIO(_member_bytes(item))) as img:
+        with PILImage.open(io.BytesIO(data)) as img:
             return to_rgb(img, item.where)
     except PILImage.UnidentifiedImageError:
         raise ValueError(f"{item.where}: not a readable image (format not recognised)") from None
@@ -184,12 +200,15 @@ def _audio_rate(tokenizer) -> int:
 
 
 def _audio(item: Item, rate: int = SAMPLE_RATE) -> torch.Tensor:
-    if item.member is None:
+    if item.member is None and item.row is None:
         return load_audio(item.source, rate)
     import soundfile
 
+    stored = _stored_bytes(item)
+    if isinstance(stored, str):
+        return load_audio(stored, rate)
     try:
-        data, source_rate = soundfile.read(io.BytesIO(_member_bytes(item)), dtype="float32", always_2d=True)
+        data, source_rate = soundfile.read(io.BytesIO(stored), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, TypeError) as exc:
         raise ValueError(f"{item.key}: cannot read audio ({exc})") from None
     if data.shape[0] == 0:

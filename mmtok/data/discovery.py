@@ -14,29 +14,39 @@ import tarfile
 
 from ..paths import regular_file
 from .items import CONVERSATION, INVALID, Item, modality_of, output_text
+from .tables import TableColumns, datasets_folder_tables, discover_table, is_datasets_folder, is_table
 
 MANIFEST_PATH_KEYS = ("path", "image", "audio", "video", "file")
 METADATA_SUFFIXES = (".json", ".txt", ".cls")  # webdataset members stored as metadata, not tokenized
 
 
-def discover(inputs) -> list[Item]:
+def discover(inputs, columns: TableColumns | None = None) -> list[Item]:
     """Items of every input, in order (inputs: one path or a list of them). An input that is missing or
     not a folder / regular file is refused (it is an argument error); a key given twice becomes a
-    failure record for the later input (keys are unique in a run; the first one wins)."""
+    failure record for the later input (keys are unique in a run; the first one wins). Parquet / Arrow
+    tables and `datasets` folders give one item per row, their columns chosen by `columns`
+    (mmtok.data.tables)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    columns = TableColumns() if columns is None else columns
     items: list[Item] = []
     for entry in inputs:
         path = pathlib.Path(os.fspath(entry))
         if not path.exists():
             raise FileNotFoundError(f"input not found: {output_text(str(path))}")
+        if path.is_dir() and is_datasets_folder(path):
+            for table in datasets_folder_tables(path):
+                items += discover_table(table, columns, table.relative_to(path).as_posix())
+            continue
         if path.is_dir():
-            items += discover_folder(path)
+            items += discover_folder(path, columns)
             continue
         problem = not_regular(path)
         if problem is not None:
             raise ValueError(output_text(problem.split(": ", 1)[1]))
-        if path.suffix.lower() == ".tar":
+        if is_table(path):
+            items += discover_table(path, columns)
+        elif path.suffix.lower() == ".tar":
             items += discover_tar(path)
         elif path.suffix.lower() == ".jsonl":
             items += discover_jsonl(path)
@@ -45,7 +55,8 @@ def discover(inputs) -> list[Item]:
         elif modality_of(path.name) is not None:
             items.append(Item(key=path.name, source=str(path), modality=modality_of(path.name)))
         else:
-            raise ValueError(f"{output_text(str(path))}: not a folder, .tar, .jsonl/.json manifest or media file")
+            raise ValueError(f"{output_text(str(path))}: not a folder, .tar, .jsonl/.json manifest, .parquet / .arrow "
+                             f"table or media file")
     return refuse_duplicate_keys(items)
 
 
@@ -74,11 +85,12 @@ def not_regular(path) -> str | None:
     return None
 
 
-def discover_folder(root: pathlib.Path) -> list[Item]:
-    """Media files under `root` (hidden entries skipped), keyed by their path relative to it. A media
-    name that is not a regular file (FIFO, device, broken link) and a subfolder that cannot be listed
-    become failure records."""
-    found = []
+def discover_folder(root: pathlib.Path, columns: TableColumns | None = None) -> list[Item]:
+    """Media files under `root` (hidden entries skipped), keyed by their path relative to it, and the
+    rows of its .parquet / .arrow tables (keys `<relative path>#<row>` without a key column; the Hub's
+    data/train-00000-of-00002.parquet layout). A media name that is not a regular file (FIFO, device,
+    broken link) and a subfolder that cannot be listed become failure records."""
+    found, tables = [], []
 
     def unreadable(exc: OSError) -> None:
         relative = pathlib.Path(exc.filename).relative_to(root).as_posix() + "/"
@@ -89,13 +101,18 @@ def discover_folder(root: pathlib.Path) -> list[Item]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             modality = modality_of(name)
+            if not name.startswith(".") and is_table(pathlib.Path(name)):
+                tables.append(pathlib.Path(folder) / name)
             if name.startswith(".") or modality is None:
                 continue
             path = pathlib.Path(folder) / name
             problem = not_regular(path)
             found.append((path.relative_to(root).as_posix(), str(path), modality, problem))
-    return [Item(key=key, source=source, modality=modality, error=error)
-            for key, source, modality, error in sorted(found, key=lambda f: f[0])]
+    items = [Item(key=key, source=source, modality=modality, error=error)
+             for key, source, modality, error in sorted(found, key=lambda f: f[0])]
+    for table in sorted(tables, key=lambda t: t.relative_to(root).as_posix()):
+        items += discover_table(table, TableColumns() if columns is None else columns, table.relative_to(root).as_posix())
+    return items
 
 
 def _entry_item(entry, base: pathlib.Path, where: str) -> Item:

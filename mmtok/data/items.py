@@ -53,6 +53,7 @@ class Item:
     key: unique name of the sample in the output index (relative path, manifest key, tar member...).
     source: the file to read (for a tar member: the .tar; for a conversation: the JSON file).
     member / offset / size: a webdataset member's name and the position of its bytes inside the tar.
+    row / column: a Parquet / Arrow table row and the column holding its media (source: the table file).
     record: a Qwen-VL conversation record (modality "conversation").
     error: set when the input was already unusable at discovery (a malformed manifest line).
     """
@@ -67,6 +68,8 @@ class Item:
     record: dict | None = None
     error: str | None = field(default=None)
     sparse: list | None = None  # a GNU sparse tar member: [[offset, bytes], ...] of its stored data regions
+    row: int | None = None      # a Parquet / Arrow table row (mmtok.data.tables): its number in the file
+    column: str | None = None   # ... and the column holding its media
 
     def __post_init__(self):
         self.key = output_text(self.key)
@@ -76,13 +79,17 @@ class Item:
     @property
     def where(self) -> str:
         """The input as written into outputs: the source path (or `tar:member`), per `output_text`."""
+        if self.row is not None:
+            return output_text(f"{self.source}#{self.row}")
         return output_text(self.source if self.member is None else f"{self.source}:{self.member}")
 
     def identity(self) -> list:
         """What must stay the same between a run and its resumption."""
         identity = [self.key, self.source, self.modality, self.member, self.offset, self.size, self.error,
                     self.record if self.record is None else json.dumps(self.record, sort_keys=True)]
-        return identity if self.sparse is None else identity + [self.sparse]
+        if self.sparse is not None:
+            identity = identity + [self.sparse]
+        return identity if self.row is None else identity + [self.row, self.column]
 
 
 def items_hash(items: list[Item]) -> str:

@@ -27,6 +27,7 @@ from .copies import copy_folder, save_copy
 from .decoding import DecodeOptions, DecodingDataset, Failure, Work, WorkerBatch
 from .discovery import discover
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO, items_hash
+from .tables import TableColumns
 from .shards import read_samples, record_problem, remove_leftovers, shard_name, token_dtype, write_shard
 from .tokenizers import describe
 
@@ -89,11 +90,14 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                      video_max_frames: int | None = None, max_grid: int = 64, retry_failures: bool = False,
                      rank: int | None = None, world_size: int | None = None, progress: bool = True,
                      engine: str = "local", ray_address: str | None = None, num_gpus_per_worker: float = 0,
-                     concurrency: int | None = None) -> Summary:
+                     concurrency: int | None = None, image_column: str | None = None,
+                     audio_column: str | None = None, key_column: str | None = None) -> Summary:
     """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md.
 
     `engine="ray"` plans the run the same way, then has a Ray actor pool tokenize and write the shards
-    (mmtok.data.ray_engine; `ray_address`, `num_gpus_per_worker`, `concurrency` configure it)."""
+    (mmtok.data.ray_engine; `ray_address`, `num_gpus_per_worker`, `concurrency` configure it).
+    `image_column` / `audio_column` / `key_column` choose the columns of Parquet / Arrow / `datasets`
+    inputs (detected when not given; mmtok.data.tables)."""
     start = time.perf_counter()
     ray_options = _engine_options(engine, ray_address, num_gpus_per_worker, concurrency, world_size)
     if audio_tokenizer is not None and audio_codec is not None:
@@ -115,7 +119,7 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
         image_size = image_spec.image_size
     check_options(image_spec, image_size=image_size, image_mode=image_mode, max_grid=max_grid,
                   video_fps=video_fps, video_max_frames=video_max_frames)
-    items = discover(absolute)
+    items = discover(absolute, TableColumns(image=image_column, audio=audio_column, key=key_column))
     _check_tokenizers_for(items, image=image_tokenizer is not None, audio=audio_tokenizer is not None,
                           video=video_tokenizer is not None)
     vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer,

@@ -571,3 +571,48 @@ def test_d16_sigkill_before_each_rename_then_rerun_is_identical(tmp_path, photos
     run([photos], out)
     assert output_files(out) == output_files(clean)
     assert not list(out.rglob("*.tmp-*"))
+
+
+# ---- 17: hostile Parquet / Arrow tables (issue 19) -----------------------------------------------------------
+def _image_table(rng, keys, blobs):
+    import pyarrow as pa
+
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    return pa.table({"key": keys, "image": pa.array([{"bytes": b, "path": None} for b in blobs], struct)})
+
+
+def test_d17_truncated_parquet_footer_is_one_failure_record(tmp_path, rng, run, photos):
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "cut.parquet"
+    pq.write_table(_image_table(rng, ["x", "y"], [png_bytes(rng), png_bytes(rng)]), table)
+    table.write_bytes(table.read_bytes()[:-9])  # the footer length and "PAR1" magic are gone
+    summary = run([photos, table], tmp_path / "out")
+    assert summary.samples == 3 and summary.failures == 1
+    (error,) = failures(tmp_path / "out").values()
+    assert error.startswith(f"ValueError: {table}: not a readable Parquet file")
+
+
+def test_d17_garbage_image_bytes_and_null_key_rows_are_failure_records(tmp_path, rng, run, image_tok):
+    import pyarrow.parquet as pq
+
+    good = png_bytes(rng)
+    table = tmp_path / "rows.parquet"
+    pq.write_table(_image_table(rng, ["good", "junk", None], [good, rng.bytes(300), png_bytes(rng)]), table)
+    summary = run([table], tmp_path / "out")
+    assert summary.samples == 1 and summary.failures == 2
+    errors = failures(tmp_path / "out")
+    assert errors["junk"] == f"ValueError: {table}#1: not a readable image (format not recognised)"
+    assert errors["rows.parquet#2"] == f"ValueError: {table}#2: null key (column 'key')"
+    with PILImage.open(io.BytesIO(good)) as img:
+        assert np.array_equal(tokens_of(tmp_path / "out", "good"), expected_tokens(image_tok, img.convert("RGB")))
+
+
+def test_d17_table_keys_follow_the_duplicate_rule(tmp_path, rng, run, photos):
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "dup.parquet"
+    pq.write_table(_image_table(rng, ["a.png", "z"], [png_bytes(rng), png_bytes(rng)]), table)
+    run([photos, table], tmp_path / "out")
+    errors = failures(tmp_path / "out")
+    assert list(errors) == ["a.png"] and f"{table}#0: duplicate key 'a.png'" in errors["a.png"]
