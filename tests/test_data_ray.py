@@ -50,12 +50,12 @@ def dataset(tmp_path_factory):
     return data
 
 
-def run(dataset, out, **kwargs):
+def run(dataset, out, audio_tokenizer=None, **kwargs):
     from mmtok.audio.tokenizer import AudioTokenizer
     from mmtok.data import tokenize_dataset
 
     return tokenize_dataset(dataset["inputs"], out, image_tokenizer=dataset["image_tokenizer"],
-                            audio_tokenizer=AudioTokenizer(seed=3), shard_size=SHARD_SIZE, batch_size=4, workers=0,
+                            audio_tokenizer=audio_tokenizer or AudioTokenizer(seed=3), shard_size=SHARD_SIZE, batch_size=4, workers=0,
                             progress=False, **kwargs)
 
 
@@ -71,10 +71,13 @@ def output_files(out: pathlib.Path) -> dict[str, bytes]:
 
 
 def test_ray_output_is_byte_identical_to_the_local_engine_and_a_rerun_skips(ray_cluster, dataset, reference):
+    from mmtok.audio.tokenizer import AudioTokenizer
     from mmtok.data import TokenShards, verify
 
     out = dataset["root"] / "ray"
-    summary = run(dataset, out, engine="ray", concurrency=2)
+    used = AudioTokenizer(seed=3)  # already used: its frontend's per-thread buffers must not stop the pickling
+    used.encode_file(dataset["media"] / "speech" / "arctic_a0007.wav")
+    summary = run(dataset, out, audio_tokenizer=used, engine="ray", concurrency=2)
     want = reference["summary"]
     modalities = {m for m in json.loads((out / "manifest.json").read_text())["counts"]["by_modality"]}
     assert {"image", "audio", "video", "conversation"} <= modalities

@@ -156,6 +156,13 @@ class FrameFrontend:
             setattr(self._local, key, buffers)
         return buffers
 
+    def __getstate__(self) -> dict:
+        """Pickle / deepcopy without the per-thread buffers (a cache; a threading.local does not pickle), so a
+        tokenizer already used can still go to worker processes and Ray actors."""
+        state = self.__dict__.copy()
+        state.pop("_thread_local", None)
+        return state
+
     @property
     def _local(self) -> threading.local:
         local = self.__dict__.get("_thread_local")
