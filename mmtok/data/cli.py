@@ -54,6 +54,9 @@ def register(subparsers) -> None:
                                           "struct or binary; default: detected)")
     p.add_argument("--key-column", help="Parquet / datasets inputs: the column with the sample keys (default: "
                                         "__key__, key or id if present, else <file>#<row>)")
+    p.add_argument("--text-tokenizer", help="the text tokenizer for conversation text: a tokenizer.json (tokenizers "
+                                            "library) or a transformers tokenizer folder with one (default: the "
+                                            "built-in UTF-8 byte tokenizer)")
     p.set_defaults(func=_tokenize)
 
     p = subparsers.add_parser("verify", help="check token shards against their index and manifest",
@@ -100,7 +103,8 @@ def _tokenize(args: argparse.Namespace) -> int:
             retry_failures=args.retry_failures, rank=args.rank, world_size=args.world_size,
             progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address,
             num_gpus_per_worker=args.num_gpus_per_worker, concurrency=args.concurrency,
-            image_column=args.image_column, audio_column=args.audio_column, key_column=args.key_column)
+            image_column=args.image_column, audio_column=args.audio_column, key_column=args.key_column,
+            text_tokenizer=args.text_tokenizer)
     except RuntimeError as exc:
         from .ray_engine import ShardsLost
 

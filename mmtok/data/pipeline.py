@@ -29,7 +29,7 @@ from .discovery import discover
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO, items_hash
 from .tables import TableColumns
 from .shards import read_samples, record_problem, remove_leftovers, shard_name, token_dtype, write_shard
-from .tokenizers import describe
+from .tokenizers import TEXT_COPY, describe, load_text_tokenizer, text_tokenizer_bytes
 
 MAX_LISTED_FAILURES = 1000  # keys kept in the Summary (failures.jsonl has them all)
 KILL_HOOK_ENV = "MMTOK_DATA_TEST_SIGKILL"  # test hook: "samples:N" or "write:K" -> SIGKILL this process
@@ -91,13 +91,16 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                      rank: int | None = None, world_size: int | None = None, progress: bool = True,
                      engine: str = "local", ray_address: str | None = None, num_gpus_per_worker: float = 0,
                      concurrency: int | None = None, image_column: str | None = None,
-                     audio_column: str | None = None, key_column: str | None = None) -> Summary:
+                     audio_column: str | None = None, key_column: str | None = None,
+                     text_tokenizer=None) -> Summary:
     """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md.
 
     `engine="ray"` plans the run the same way, then has a Ray actor pool tokenize and write the shards
     (mmtok.data.ray_engine; `ray_address`, `num_gpus_per_worker`, `concurrency` configure it).
     `image_column` / `audio_column` / `key_column` choose the columns of Parquet / Arrow / `datasets`
-    inputs (detected when not given; mmtok.data.tables)."""
+    inputs (detected when not given; mmtok.data.tables). `text_tokenizer` (a tokenizer.json / tokenizer
+    folder path, or a `tokenizers` / transformers fast tokenizer) encodes the conversations' text instead
+    of the built-in byte tokenizer; it is part of the vocabulary (and its hash) and kept with the output."""
     start = time.perf_counter()
     ray_options = _engine_options(engine, ray_address, num_gpus_per_worker, concurrency, world_size)
     if audio_tokenizer is not None and audio_codec is not None:
@@ -108,6 +111,8 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
         audio_tokenizer = audio_codec
     if image_tokenizer is None and audio_tokenizer is None and video_tokenizer is None:
         raise ValueError("give an image, video and/or audio tokenizer")
+    if isinstance(text_tokenizer, (str, os.PathLike)):
+        text_tokenizer = load_text_tokenizer(text_tokenizer)
     for name, value, least in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1), ("workers", workers, 0)):
         _check_int(name, value, least)
     rank, world_size = rank_and_world(rank, world_size)
@@ -122,7 +127,7 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     items = discover(absolute, TableColumns(image=image_column, audio=audio_column, key=key_column))
     _check_tokenizers_for(items, image=image_tokenizer is not None, audio=audio_tokenizer is not None,
                           video=video_tokenizer is not None)
-    vocab = Vocabulary.from_tokenizers(image_tokenizer=image_tokenizer,
+    vocab = Vocabulary.from_tokenizers(text_tokenizer, image_tokenizer=image_tokenizer,
                                        audio_tokenizer=audio_tokenizer if codec_vocab is None else None,
                                        audio_codec=codec_vocab, video_tokenizer=video_tokenizer,
                                        max_grid=max_grid)
@@ -148,6 +153,13 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     with outdir.writing(out_dir):
         for name, tok in given.items():
             save_copy(tok, out_dir, name)
+        text_copy = text_tokenizer_bytes(text_tokenizer) if text_tokenizer is not None else None
+        if text_copy is not None:
+            (out_dir / TEXT_COPY).parent.mkdir(parents=True, exist_ok=True)
+            for leftover in outdir.stale_temporaries((out_dir / TEXT_COPY).parent):
+                outdir.remove(leftover)
+            if not (out_dir / TEXT_COPY).is_file() or (out_dir / TEXT_COPY).read_bytes() != text_copy:
+                outdir.write_atomic(out_dir / TEXT_COPY, text_copy)
 
     works, carried, done_before, redone, failures_before = [], {}, 0, [], 0
     for shard in mf.shards_of_rank(total_shards, rank, world_size):

@@ -116,7 +116,12 @@ class TokenShards(torch.utils.data.Dataset):
             from ..stream import TokenStream, Vocabulary
             from .tokenizers import tokenizer_hash
 
-            vocab = Vocabulary.from_dict(self.manifest["vocabulary"], source=str(self.directory / "manifest.json"))
+            from .tokenizers import TEXT_COPY, load_text_tokenizer
+
+            record = self.manifest["vocabulary"]
+            text = None if record.get("text", {}).get("kind") == "bytes" else load_text_tokenizer(
+                self.directory / TEXT_COPY)  # --text-tokenizer: the copy kept with the output
+            vocab = Vocabulary.from_dict(record, text, source=str(self.directory / "manifest.json"))
             tokenizers = {"image": image_tokenizer, "video": None}
             for name in tokenizers:
                 entry = self.manifest["tokenizers"].get(name)

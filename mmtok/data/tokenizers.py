@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pathlib
 
 import torch
 
@@ -107,3 +108,37 @@ def tokenizer_hash(tokenizer) -> str:
 def describe(tokenizer, folder: str) -> dict:
     return {"class": type(tokenizer).__name__, "config": tokenizer.config, "hash": tokenizer_hash(tokenizer),
             "path": folder}
+
+
+TEXT_COPY = "tokenizers/text/tokenizer.json"  # the text tokenizer kept with an output (--text-tokenizer)
+
+
+def load_text_tokenizer(path):
+    """--text-tokenizer: a `tokenizer.json` (read with the `tokenizers` library) or a `transformers`
+    tokenizer folder (its tokenizer.json; transformers itself is not imported). Returns the
+    `tokenizers.Tokenizer`; a missing file, a folder without tokenizer.json, or an unreadable file is a
+    ValueError naming the path, raised before any work."""
+    file = pathlib.Path(os.fspath(path))
+    if file.is_dir():
+        file = file / "tokenizer.json"
+        if not file.is_file():
+            raise ValueError(f"text tokenizer {path}: the folder has no tokenizer.json (a transformers folder with "
+                             f"only a slow / sentencepiece tokenizer: save it with a fast tokenizer first)")
+    elif not file.is_file():
+        raise ValueError(f"text tokenizer {path}: not found (give a tokenizer.json or a tokenizer folder)")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ValueError("--text-tokenizer needs the tokenizers package: pip install tokenizers") from None
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as exc:  # noqa: BLE001 - the library raises its own exception types
+        raise ValueError(f"text tokenizer {file}: not a readable tokenizer.json ({type(exc).__name__}: {exc})") from None
+
+
+def text_tokenizer_bytes(tokenizer) -> bytes | None:
+    """The tokenizer.json a `tokenizers.Tokenizer` serialises to: the copy kept with an output (None for a
+    tokenizer object that has no tokenizer.json form)."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)  # a transformers fast tokenizer given in Python
+    to_str = getattr(backend, "to_str", None)
+    return to_str().encode("utf-8") if callable(to_str) else None
