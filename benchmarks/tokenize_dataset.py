@@ -12,6 +12,14 @@ subprocess, for the image set and for one 10x larger, to show that memory stays 
 
     python benchmarks/tokenize_dataset.py --quick      # 300 images, 1 min of speech, 1 repeat
     python benchmarks/tokenize_dataset.py              # 2,000 images, 10 min of speech, 3 repeats
+
+Engines (`--engine local,ray`; needs the ray extra): the same --engine-images PNGs through the local engine
+(--workers DataLoader workers) and the Ray engine (a local Ray with --workers CPUs, as many actors, no
+DataLoader workers in them), shard size 1000, each in a fresh process: cold (first call: Ray starting, actors
+receiving the tokenizers) and warm (a second call in the same process), items/s and the Ray / local ratio;
+then the peak driver RSS of each engine as the number of shards grows 10x (shard size 1000 -> 100, same images).
+
+    python benchmarks/tokenize_dataset.py --engine local,ray --engine-images 2000
 """
 from __future__ import annotations
 
@@ -125,6 +133,82 @@ def measure_rss(folder: pathlib.Path, out: pathlib.Path, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def child_engine(args) -> None:
+    """(subprocess) two tokenize_dataset calls with one engine: cold and warm seconds, and the driver's peak RSS."""
+    import time
+
+    image, _ = load_tokenizers()
+    kwargs = {}
+    if args.engine_child == "ray":
+        import ray
+
+        kwargs = {"engine": "ray", "concurrency": args.workers}
+        start = time.perf_counter()
+        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        ray_start = time.perf_counter() - start
+    times = []
+    for _ in range(1 if args.once else 2):
+        out = pathlib.Path(args.rss_out)
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        summary = _engine_run(args.rss_child, out, image, args, **kwargs)
+        times.append(time.perf_counter() - start)
+    if args.engine_child == "ray":
+        times[0] += ray_start  # a cold run starts Ray
+    print(json.dumps({"items": summary.processed, "shards": summary.shards_total, "cold_s": times[0],
+                      "warm_s": times[-1] if len(times) > 1 else None, "driver_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _engine_run(folder, out, image, args, **kwargs):
+    from mmtok.data import tokenize_dataset
+
+    return tokenize_dataset(folder, out, image_tokenizer=image, workers=0 if kwargs else args.workers,
+                            batch_size=args.batch_size, shard_size=args.shard_size, progress=False, **kwargs)
+
+
+def engine_child(engine: str, folder: pathlib.Path, out: pathlib.Path, shard_size: int, args, once=False) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--engine-child", engine, "--rss-child", str(folder),
+                           "--rss-out", str(out), "--workers", str(args.workers), "--batch-size",
+                           str(args.batch_size), "--shard-size", str(shard_size)] + (["--once"] if once else []),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_engines(engines: list[str], args) -> None:
+    from _common import machine, print_table, write_json
+
+    with tempfile.TemporaryDirectory(prefix="mmtok-bench-engines-") as tmp:
+        tmp = pathlib.Path(tmp)
+        make_images(tmp / "images", args.engine_images)
+        speed = {e: engine_child(e, tmp / "images", tmp / f"out_{e}", 1000, args) for e in engines}
+        base = speed.get("local")
+        rows = []
+        for e, m in speed.items():
+            cold, warm = m["items"] / m["cold_s"], m["items"] / m["warm_s"]
+            rows.append([e, m["items"], m["shards"], cold, warm,
+                         None if base is None else cold / (base["items"] / base["cold_s"]),
+                         None if base is None else warm / (base["items"] / base["warm_s"])])
+        print(f"\nitems/s, {args.engine_images} images 64x64 (tiny LlamaGen), shard size 1000, {args.workers} "
+              f"CPUs (local: {args.workers} DataLoader workers; ray: {args.workers} actors)")
+        print_table(["engine", "items", "shards", "cold items/s", "warm items/s", "cold / local", "warm / local"],
+                    rows)
+        memory = {}  # half the images, one call each: shard size 1000 -> 100 is 10x the shards
+        make_images(tmp / "half", max(1, args.engine_images // 2), seed=1)
+        for e in engines:
+            for shard_size in (1000, 100):
+                m = engine_child(e, tmp / "half", tmp / f"rss_{e}", shard_size, args, once=True)
+                memory[f"{e}/{m['shards']}"] = {"engine": e, "shard_size": shard_size, **m}
+        print(f"\npeak driver RSS (MiB) as the shards grow 10x (the same {max(1, args.engine_images // 2)} images)")
+        print_table(["engine", "shard size", "shards", "driver MiB"],
+                    [[m["engine"], m["shard_size"], m["shards"], m["driver_mib"]] for m in memory.values()])
+    write_json("tokenize_dataset_engines", {
+        "machine": machine(), "args": vars(args), "speed": speed, "driver_rss": memory,
+        "ray_over_local": {k: (speed["ray"]["items"] / speed["ray"][k]) / (speed["local"]["items"] / speed["local"][k])
+                           for k in ("cold_s", "warm_s")} if {"ray", "local"} <= set(speed) else None})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
@@ -134,11 +218,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-limit", type=int, default=500, help="naive image loop timed on this many files")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--engine", default="local",
+                        help="'local' (default: the comparison above) or a list like 'local,ray': engines compared")
+    parser.add_argument("--engine-images", type=int, default=2000, help="images of the engine comparison")
+    parser.add_argument("--shard-size", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--engine-child", help=argparse.SUPPRESS)
+    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     parser.add_argument("--rss-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.engine_child:
+        return child_engine(args)
     if args.rss_child:
         return child_rss(args)
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    if engines != ["local"]:
+        return compare_engines(engines, args)
     if args.quick:
         args.images, args.speech_minutes, args.repeats, args.naive_limit = 300, 1.0, 1, 150
     from _common import machine, print_table, write_json
