@@ -1,5 +1,6 @@
 """The Ray engine of `mmtok tokenize` on a local 2-CPU Ray cluster started here: byte-identical to the local
-engine on photos, speech, a video and a Qwen-VL file with planted bad inputs; a rerun skips complete shards;
+engine on photos, speech, a video and a Qwen-VL file with planted bad inputs, and on Parquet rows with a
+text tokenizer; a rerun skips complete shards;
 an actor SIGKILLed mid-shard and a driver SIGKILLed mid-run both end identical; refused cleanly without Ray."""
 from __future__ import annotations
 
@@ -151,3 +152,30 @@ def test_ray_engine_is_refused_up_front_without_ray(dataset, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "--engine ray needs Ray" in proc.stderr and "pip install 'mmtok[ray]'" in proc.stderr
     assert not out.exists()  # nothing was started
+
+
+def test_ray_parquet_rows_and_a_text_tokenizer_are_byte_identical(ray_cluster, dataset, tmp_path):
+    """Parquet rows (one of them not an image) and Qwen-VL text through a tokenizer.json, both engines."""
+    pa = pytest.importorskip("pyarrow")
+    tokenizers = pytest.importorskip("tokenizers", reason="the tokenizers package reads --text-tokenizer files")
+    import pyarrow.parquet as pq
+
+    from mmtok.data import tokenize_dataset
+
+    photos = sorted((dataset["media"] / "photos").glob("*.png"))[:4]
+    blobs = [p.read_bytes() for p in photos] + [b"not an image at all"]
+    pq.write_table(pa.table({"key": [f"row{i}" for i in range(len(blobs))], "image": pa.array(blobs, pa.binary()),
+                             "caption": [f"caption {i}" for i in range(len(blobs))]}), tmp_path / "rows.parquet",
+                   row_group_size=2)
+    words = ["<unk>", "what", "is", "in", "the", "picture", "?", "a", "cat", "Picture", "1", ":", "noise"]
+    text = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    text.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    text.save(str(tmp_path / "tokenizer.json"))
+    inputs = [tmp_path / "rows.parquet", dataset["inputs"][2]]  # the table and the Qwen-VL file
+    common = dict(image_tokenizer=dataset["image_tokenizer"], text_tokenizer=tmp_path / "tokenizer.json",
+                  shard_size=SHARD_SIZE, batch_size=4, workers=0, progress=False)
+    local = tokenize_dataset(inputs, tmp_path / "local", **common)
+    ray = tokenize_dataset(inputs, tmp_path / "ray", engine="ray", concurrency=2, **common)
+    assert local.samples >= 6 and local.failures >= 3 and "row4" in local.failed_keys
+    assert (ray.samples, ray.failures, ray.failed_keys) == (local.samples, local.failures, local.failed_keys)
+    assert output_files(tmp_path / "ray") == output_files(tmp_path / "local")
