@@ -179,3 +179,21 @@ def test_ray_parquet_rows_and_a_text_tokenizer_are_byte_identical(ray_cluster, d
     assert local.samples >= 6 and local.failures >= 3 and "row4" in local.failed_keys
     assert (ray.samples, ray.failures, ray.failed_keys) == (local.samples, local.failures, local.failed_keys)
     assert output_files(tmp_path / "ray") == output_files(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_a_shard_that_always_kills_its_actor_is_reported_and_the_rest_written(ray_cluster, dataset, reference,
+                                                                              tmp_path, monkeypatch):
+    from mmtok.data.ray_engine import KILL_ENV, MAX_RETRIES, ShardsLost
+
+    monkeypatch.setenv(KILL_ENV, "1:1:always")  # shard 1 kills its actor on every attempt (a poison input)
+    out = tmp_path / "out"
+    with pytest.raises(ShardsLost, match=rf"1 shard\(s\) failed on Ray after {MAX_RETRIES} retries.*shard 1:"):
+        run(dataset, out, engine="ray", concurrency=2)
+    total = reference["summary"].shards_total
+    written = sorted(p.name for p in out.glob("shard-*.json"))
+    assert written == [f"shard-{i:05d}.json" for i in range(total) if i != 1]  # the restarted actor did the rest
+    monkeypatch.delenv(KILL_ENV)
+    again = run(dataset, out, engine="ray")
+    assert (again.shards_written, again.shards_done_before) == (1, total - 1)
+    assert output_files(out) == output_files(reference["out"])

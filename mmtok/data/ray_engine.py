@@ -7,7 +7,7 @@ and runs the local engine's own `run_works` on one shard at a time, so every sha
 and written atomically by the same code, and the output is byte-identical to the local engine's.
 
 What is retried: an actor whose process dies (SIGKILL, OOM killer, lost node) is restarted by Ray
-(`max_restarts`) and the shard it was doing is resubmitted (`max_task_retries`); the half-written
+(always: `max_restarts=-1`) and the shard it was doing is resubmitted (up to MAX_RETRIES times); the half-written
 temporary files of the dead process are removed by the retry (outdir.stale_temporaries) and the shard is
 written from scratch. A bad input is a failure record as ever, never a retry. A shard that still fails
 after the retries is reported at the end (the other shards are finished first); rerunning the command
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 INSTALL = "pip install 'mmtok[ray]'  (or: pip install ray)"
 KILL_ENV = "MMTOK_RAY_TEST_SIGKILL"  # test hook: "SHARD:N:MARKER" -> an actor SIGKILLs itself at item N of
-#                                      shard SHARD, once (the marker file says it already did)
-MAX_RETRIES = 3      # actor restarts, and task retries after an actor died
+#                                      shard SHARD, once (the marker file says it already did; "always": every time)
+MAX_RETRIES = 3      # attempts of a shard after the first, when its actor died doing it (actors restart always)
 IN_FLIGHT = 2        # shards queued per actor: the next one is ready when the current one is written
 
 
@@ -83,9 +83,10 @@ class _ActorKill:
     def __call__(self, kind: str, index=None) -> None:
         if kind == "samples" and index == self.shard:
             self.seen += 1
-            if self.seen == self.count and not os.path.exists(self.marker):
-                with open(self.marker, "w") as f:
-                    f.write(str(os.getpid()))
+            if self.seen == self.count and (self.marker == "always" or not os.path.exists(self.marker)):
+                if self.marker != "always":
+                    with open(self.marker, "w") as f:
+                        f.write(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -156,7 +157,7 @@ def _drive(opts: RayOptions, works, carried, setup, summary, progress) -> None:
         setup_ref = ray.put(setup)
         size = min(_pool_size(ray, opts), len(pending))
         actor_class = ray.remote(ShardWorker).options(
-            num_cpus=1, num_gpus=opts.num_gpus_per_worker or None, max_restarts=MAX_RETRIES,
+            num_cpus=1, num_gpus=opts.num_gpus_per_worker or None, max_restarts=-1,
             max_task_retries=MAX_RETRIES)
         device = "cuda" if opts.num_gpus_per_worker > 0 else None
         actors = [actor_class.remote(setup_ref, device, os.environ.get(KILL_ENV)) for _ in range(size)]
