@@ -154,7 +154,7 @@ def test_ray_engine_is_refused_up_front_without_ray(dataset, tmp_path):
     assert not out.exists()  # nothing was started
 
 
-def test_ray_parquet_rows_and_a_text_tokenizer_are_byte_identical(ray_cluster, dataset, tmp_path):
+def test_ray_parquet_rows_and_a_text_tokenizer_are_byte_identical(ray_cluster, dataset, tmp_path, capsys):
     """Parquet rows (one of them not an image) and Qwen-VL text through a tokenizer.json, both engines."""
     pa = pytest.importorskip("pyarrow")
     tokenizers = pytest.importorskip("tokenizers", reason="the tokenizers package reads --text-tokenizer files")
@@ -173,9 +173,13 @@ def test_ray_parquet_rows_and_a_text_tokenizer_are_byte_identical(ray_cluster, d
     text.save(str(tmp_path / "tokenizer.json"))
     inputs = [tmp_path / "rows.parquet", dataset["inputs"][2]]  # the table and the Qwen-VL file
     common = dict(image_tokenizer=dataset["image_tokenizer"], text_tokenizer=tmp_path / "tokenizer.json",
-                  shard_size=SHARD_SIZE, batch_size=4, workers=0, progress=False)
-    local = tokenize_dataset(inputs, tmp_path / "local", **common)
-    ray = tokenize_dataset(inputs, tmp_path / "ray", engine="ray", concurrency=2, **common)
+                  shard_size=SHARD_SIZE, batch_size=4, workers=0)
+    local = tokenize_dataset(inputs, tmp_path / "local", progress=False, **common)
+    capsys.readouterr()
+    ray = tokenize_dataset(inputs, tmp_path / "ray", engine="ray", concurrency=2, progress=True, **common)
+    bar = capsys.readouterr().err  # the driver's bar: items, and shards done
+    shards = -(-local.inputs // SHARD_SIZE)
+    assert "tokenize (ray)" in bar and f"{local.inputs}/{local.inputs}" in bar and f"shards={shards}/{shards}" in bar
     assert local.samples >= 6 and local.failures >= 3 and "row4" in local.failed_keys
     assert (ray.samples, ray.failures, ray.failed_keys) == (local.samples, local.failures, local.failed_keys)
     assert output_files(tmp_path / "ray") == output_files(tmp_path / "local")

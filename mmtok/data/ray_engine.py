@@ -24,6 +24,7 @@ KILL_ENV = "MMTOK_RAY_TEST_SIGKILL"  # test hook: "SHARD:N:MARKER" -> an actor S
 #                                      shard SHARD, once (the marker file says it already did; "always": every time)
 MAX_RETRIES = 3      # attempts of a shard after the first, when its actor died doing it (actors restart always)
 IN_FLIGHT = 2        # shards queued per actor: the next one is ready when the current one is written
+REPORT_EVERY = 32    # items between an actor's progress reports (one small actor call each)
 
 
 class ShardsLost(RuntimeError):
@@ -90,10 +91,37 @@ class _ActorKill:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _ItemHook:
+    """run_works' per-item hook in an actor: the test kill hook, and progress reports every REPORT_EVERY items."""
+
+    def __init__(self, kill: _ActorKill, progress, shard: int):
+        self.kill, self.progress, self.shard, self.seen = kill, progress, shard, 0
+
+    def __call__(self, kind: str, index=None) -> None:
+        self.kill(kind, index)
+        if kind == "samples" and self.progress is not None:
+            self.seen += 1
+            if self.seen % REPORT_EVERY == 0:
+                self.progress.report.remote(self.shard, self.seen)
+
+
+class _Progress:
+    """A CPU-less actor holding the items done so far of each shard in progress (for the driver's bar)."""
+
+    def __init__(self):
+        self.done: dict[int, int] = {}
+
+    def report(self, shard: int, items: int) -> None:
+        self.done[shard] = items
+
+    def partial(self) -> dict:
+        return dict(self.done)
+
+
 class ShardWorker:
     """A Ray actor's state: the run's tokenizers and options, received once; `shard` does one shard."""
 
-    def __init__(self, setup, device: str | None, kill_spec: str | None):
+    def __init__(self, setup, device: str | None, kill_spec: str | None, progress=None):
         self.options, self.out_dir, self.vocab, self.dtype, self.image_tokenizers, self.audio_tokenizer, \
             self.batch_size, self.workers = setup
         if device is not None:
@@ -101,7 +129,7 @@ class ShardWorker:
             for tok in {id(t): t for t in (*self.image_tokenizers, self.audio_tokenizer,
                                            getattr(video, "audio_tokenizer", None)) if t is not None}.values():
                 tok.to(device)
-        self.kill_spec = kill_spec
+        self.kill_spec, self.progress = kill_spec, progress
 
     def shard(self, shard: int, works: list, carried: dict) -> dict:
         from .pipeline import Summary, run_works
@@ -109,7 +137,7 @@ class ShardWorker:
         summary = Summary(0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0.0)
         run_works(works, {shard: carried}, self.options, self.out_dir, self.vocab, self.dtype,
                   self.image_tokenizers, self.audio_tokenizer, self.batch_size, self.workers, summary,
-                  progress=False, kill=_ActorKill(self.kill_spec))
+                  progress=False, kill=_ItemHook(_ActorKill(self.kill_spec), self.progress, shard))
         return {"shard": shard, "items": len(works), "written": summary.shards_written,
                 "processed": summary.processed, "samples": summary.samples, "failures": summary.failures,
                 "tokens": summary.tokens, "failures_in_shards": summary.failures_in_shards,
@@ -160,7 +188,10 @@ def _drive(opts: RayOptions, works, carried, setup, summary, progress) -> None:
             num_cpus=1, num_gpus=opts.num_gpus_per_worker or None, max_restarts=-1,
             max_task_retries=MAX_RETRIES)
         device = "cuda" if opts.num_gpus_per_worker > 0 else None
-        actors = [actor_class.remote(setup_ref, device, os.environ.get(KILL_ENV)) for _ in range(size)]
+        reporter = ray.remote(_Progress).options(num_cpus=0).remote() if progress else None
+        actors = [actor_class.remote(setup_ref, device, os.environ.get(KILL_ENV), reporter) for _ in range(size)]
+        if reporter is not None:
+            actors.append(reporter)  # killed with the pool
         running: dict = {}  # ObjectRef -> (actor, shard)
 
         def submit(n: int) -> None:
@@ -173,11 +204,21 @@ def _drive(opts: RayOptions, works, carried, setup, summary, progress) -> None:
                 if pending:
                     submit(n)
         bar = tqdm(total=len(works), unit="item", disable=not progress, dynamic_ncols=True, desc="tokenize (ray)")
-        shards_done, shards_total = 0, len(running) + len(pending)
+        shards_done, shards_total, items_done = 0, len(running) + len(pending), 0
         with bar:
             bar.set_postfix(shards=f"0/{shards_total}", refresh=False)
             while running:
-                (ref,), _ = ray.wait(list(running), num_returns=1)
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0 if reporter is not None else None)
+                if not ready:  # nothing finished within a second: show the items of the shards in progress
+                    try:
+                        partial = ray.get(reporter.partial.remote(), timeout=10)
+                    except Exception:  # noqa: BLE001 - the bar only; the shards are what count
+                        partial = {}
+                    now = items_done + sum(partial.get(s, 0) for _, s in running.values())
+                    if now > bar.n:
+                        bar.update(now - bar.n)
+                    continue
+                ref = ready[0]
                 n, shard = running.pop(ref)
                 try:
                     result = ray.get(ref)
@@ -187,7 +228,8 @@ def _drive(opts: RayOptions, works, carried, setup, summary, progress) -> None:
                 if result is not None:
                     _add(summary, result)
                     failed_keys[shard] = result["failed_keys"]
-                    bar.update(result["items"])
+                    items_done += result["items"]
+                    bar.update(max(0, items_done - bar.n))
                 shards_done += 1
                 bar.set_postfix(shards=f"{shards_done}/{shards_total}", failed=summary.failures, refresh=False)
                 if result is not None:
