@@ -15,7 +15,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "$(TORCH_SPEC)" setuptools wheel pybind11
+	$(PIP) install -q "$(TORCH_SPEC)" setuptools wheel
+	rm -f mmtok/_C.cpython-*.so  # a pre-abi3 build would shadow mmtok/_C.abi3.so
 	$(PIP) install -q --no-build-isolation -e ".[test,bench]" "$(TORCH_SPEC)"
 	-$(MAKE) -s system-deps
 	$(PY) -m mmtok info

@@ -5,13 +5,16 @@
 // accumulated in double over fixed blocks of rows (in parallel, combined in a fixed order: deterministic), the
 // group statistics derived in double, and the normalisation y = x * scale + shift (and swish y / (1 + exp(-y)))
 // written in one further pass. Layout: x is (N, C, H, W) with channels-last strides, i.e. rows of C values.
-#include <torch/extension.h>
+#include <torch/all.h>
+#include <torch/library.h>
 
 #include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstring>
 #include <vector>
+
+#include "mmtok_ops.h"
 
 namespace mmtok {
 namespace {
@@ -131,8 +134,5 @@ at::Tensor group_norm_cl(const at::Tensor& x, const at::Tensor& weight, const at
 
 }  // namespace mmtok
 
-TORCH_LIBRARY_FRAGMENT(mmtok_C, m) {
-  m.def("group_norm_cl(Tensor x, Tensor weight, Tensor bias, int groups, float eps, bool swish) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(mmtok_C, CPU, m) { m.impl("group_norm_cl", &mmtok::group_norm_cl); }
+// The schema is in extension.cpp.
+TORCH_LIBRARY_IMPL(mmtok, CPU, m) { m.impl("group_norm_cl", &mmtok::group_norm_cl); }

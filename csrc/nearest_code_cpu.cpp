@@ -1,19 +1,24 @@
-// CPU driver of the fused nearest-code lookup, its torch op registration and the Python module `mmtok._C`.
+// CPU kernel of the `mmtok::nearest_code` op (registered for the CPU dispatch key at the end of this file).
 //
 // Splits rows over threads (at::parallel_for, no reduction needed), packs each block of rows once
 // (dtype conversion, finiteness check, -2 scaling, cosine normalisation), streams the packed codebook
 // through the ISA-specific panel kernel in L2-sized chunks, and recomputes the distance to the chosen code
 // directly so the returned value carries no cancellation error. Memory: O(N + K*D + threads * block).
-#include <torch/extension.h>
+// Rows whose magnitudes could overflow the fp32 expanded form are scored in float64 instead (the range guard, as
+// mmtok/ops/magnitude.py describes it for the Python backends).
+#include <torch/all.h>
+#include <torch/library.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "mmtok_ops.h"
 #include "nearest_code_kernels.h"
 
 namespace mmtok {
@@ -22,10 +27,8 @@ namespace {
 constexpr int64_t kL2BudgetFloats = 64 * 1024;  // ~256 KB of packed codes or rows per chunk
 constexpr float kNormEps = 1e-12f;               // as torch.nn.functional.normalize
 
-// The metric, as the op's integer argument: argmin of ||x - c||^2, of 1 - cos(x, c), or of -x.c (maximum inner
-// product). All three are one score, bias_k - 2 x'.c'_k, with x' and c' scaled (cosine) and bias_k = ||c_k||^2
-// (l2) or 0 (cosine, dot).
-enum Metric : int64_t { kL2 = 0, kCosine = 1, kDot = 2 };
+// The three metrics (mmtok_ops.h) are one score, bias_k - 2 x'.c'_k, with x' and c' scaled (cosine) and
+// bias_k = ||c_k||^2 (l2) or 0 (cosine, dot).
 
 std::string& forced_isa() {
   static std::string isa = [] {
@@ -208,11 +211,65 @@ void run_for_codebook_type(const at::Tensor& x, const at::Tensor& cb, Metric met
                                   [&] { run<TX, scalar_t>(x, cb, metric, idx, dist); });
 }
 
+// The range guard. Every value is bounded by max|x_i| (per row) and max|c| (over the codebook):
+// |x.c| <= D max|x| max|c| and ||c||^2 <= D max|c|^2 (for cosine the norm itself, D max|x|^2, is the risk).
+constexpr double kSafeFloat = 0x1p126;   // fp32's max is just under 2^128: a factor of 4 left for rounding
+constexpr double kSafeDouble = 0x1p1020;
+
+double risk_bound(double row_max, double code_max, int64_t dim, Metric metric) {
+  if (metric == kCosine) return dim * std::max(row_max * row_max, code_max * code_max);
+  if (metric == kDot) return 2.0 * dim * row_max * code_max;
+  return dim * (2.0 * row_max * code_max + code_max * code_max);
+}
+
+double abs_max(const at::Tensor& t) {  // NaN when t holds a NaN (then the kernel reports it, with its position)
+  const auto [lo, hi] = at::aminmax(t);
+  const double l = lo.item<double>(), h = hi.item<double>();
+  return std::isnan(l) || std::isnan(h) ? std::numeric_limits<double>::quiet_NaN() : std::max(-l, h);
+}
+
+const char* metric_name(Metric metric) { return metric == kL2 ? "l2" : metric == kCosine ? "cosine" : "dot"; }
+
+// The torch reference (mmtok/ops/reference.py) in float64, for the rows at risk: prepare, score in chunks, argmin
+// (first minimum on ties), then the distance to the chosen code computed directly, returned in fp32.
+std::tuple<at::Tensor, at::Tensor> reference_double(const at::Tensor& x_in, const at::Tensor& cb_in, Metric metric) {
+  at::Tensor x = x_in.to(at::kDouble), cb = cb_in.to(at::kDouble);
+  if (metric == kCosine) {
+    x = x / x.norm(2, {1}, true).clamp_min(kNormEps);
+    cb = cb / cb.norm(2, {1}, true).clamp_min(kNormEps);
+  }
+  const int64_t n = x.size(0), k = cb.size(0);
+  const at::Tensor bias = metric == kL2 ? cb.square().sum(-1) : at::zeros({k}, cb.options());
+  at::Tensor indices = at::empty({n}, x.options().dtype(at::kLong));
+  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 22) / k);
+  for (int64_t start = 0; start < n; start += rows) {
+    const int64_t stop = std::min(n, start + rows);
+    indices.slice(0, start, stop).copy_(at::addmm(bias, x.slice(0, start, stop), cb.t(), 1, -2).argmin(1));
+  }
+  const at::Tensor chosen = cb.index_select(0, indices);
+  const at::Tensor dist = metric == kCosine ? 1.0 - (x * chosen).sum(-1)
+                          : metric == kDot  ? -(x * chosen).sum(-1)
+                                            : (x - chosen).square().sum(-1);
+  return {indices, dist.to(at::kFloat)};
+}
+
+void run_kernel(const at::Tensor& x, const at::Tensor& codebook, Metric metric, at::Tensor& indices, at::Tensor& distances) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cpu",
+                                  [&] { run_for_codebook_type<scalar_t>(x, codebook, metric, indices, distances); });
+}
+
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in, const at::Tensor& codebook_in, int64_t metric) {
-  TORCH_CHECK_VALUE(metric == kL2 || metric == kCosine || metric == kDot,
-                    "nearest_code_cpu: metric must be 0 (l2), 1 (cosine) or 2 (dot), got ", metric);
+Metric parse_metric(std::string_view metric) {
+  if (metric == "l2") return kL2;
+  if (metric == "cosine") return kCosine;
+  if (metric == "dot") return kDot;
+  TORCH_CHECK_VALUE(false, "nearest_code: metric must be one of ('l2', 'cosine', 'dot'), got '", std::string(metric), "'");
+}
+
+std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in, const at::Tensor& codebook_in,
+                                                    std::string_view metric_name_in) {
+  const Metric metric = parse_metric(metric_name_in);
   TORCH_CHECK_VALUE(x_in.dim() == 2, "nearest_code_cpu: x must be (N, D), got rank ", x_in.dim());
   TORCH_CHECK_VALUE(codebook_in.dim() == 2, "nearest_code_cpu: codebook must be (K, D), got rank ", codebook_in.dim());
   TORCH_CHECK_VALUE(x_in.size(1) == codebook_in.size(1), "nearest_code_cpu: x has D = ", x_in.size(1),
@@ -224,42 +281,55 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in, cons
   const at::Tensor codebook = codebook_in.contiguous();
   at::Tensor indices = at::empty({x.size(0)}, x.options().dtype(at::kLong));
   at::Tensor distances = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
-  if (x.size(0) == 0) return {indices, distances};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cpu",
-                                  [&] { run_for_codebook_type<scalar_t>(x, codebook, static_cast<Metric>(metric), indices, distances); });
-  return {indices, distances};
+  if (x.size(0) == 0) return {distances, indices};
+
+  const int64_t dim = x.size(1);
+  const double x_max = abs_max(x), code_max = abs_max(codebook);
+  if (!std::isfinite(x_max) || !std::isfinite(code_max) || risk_bound(x_max, code_max, dim, metric) <= kSafeFloat) {
+    run_kernel(x, codebook, metric, indices, distances);  // the common case (and non-finite input, refused there)
+    return {distances, indices};
+  }
+  const at::Tensor row_max = at::linalg_vector_norm(x, INFINITY, {1}).to(at::kDouble).contiguous();  // max |x_i|
+  const double* rm = row_max.data_ptr<double>();
+  std::vector<int64_t> safe_rows, risky_rows;
+  double worst = 0.0;
+  for (int64_t r = 0; r < x.size(0); ++r) {
+    const double bound = risk_bound(rm[r], code_max, dim, metric);
+    worst = std::max(worst, bound);
+    (bound > kSafeFloat ? risky_rows : safe_rows).push_back(r);
+  }
+  if (worst > kSafeDouble) {
+    char message[256];
+    std::snprintf(message, sizeof(message),
+                  "nearest_code: x values up to %.3g and codebook values up to %.3g (D = %lld, metric '%s') overflow "
+                  "even a float64 distance computation; rescale the inputs",
+                  row_max.max().item<double>(), code_max, static_cast<long long>(dim), metric_name(metric));
+    TORCH_CHECK_VALUE(false, message);
+  }
+  if (!safe_rows.empty()) {
+    const at::Tensor rows = at::tensor(safe_rows, x.options().dtype(at::kLong));
+    const at::Tensor part = x.index_select(0, rows);
+    at::Tensor part_indices = at::empty({part.size(0)}, indices.options());
+    at::Tensor part_distances = at::empty({part.size(0)}, distances.options());
+    run_kernel(part, codebook, metric, part_indices, part_distances);
+    indices.index_copy_(0, rows, part_indices);
+    distances.index_copy_(0, rows, part_distances);
+  }
+  const at::Tensor rows = at::tensor(risky_rows, x.options().dtype(at::kLong));
+  const auto [ref_indices, ref_distances] = reference_double(x.index_select(0, rows), codebook, metric);
+  indices.index_copy_(0, rows, ref_indices);
+  distances.index_copy_(0, rows, ref_distances);
+  return {distances, indices};
 }
 
 std::string cpu_capability() { return choose_kernel(0).isa; }
 
-void set_cpu_capability(const std::string& isa) {
+void set_cpu_capability(std::string_view isa) {
   TORCH_CHECK_VALUE(isa.empty() || isa == "avx512" || isa == "avx2" || isa == "portable",
-                    "set_cpu_capability: expected '', 'avx512', 'avx2' or 'portable', got '", isa, "'");
-  forced_isa() = isa;
-}
-
-bool with_cuda() {
-#ifdef MMTOK_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
+                    "set_cpu_capability: expected '', 'avx512', 'avx2' or 'portable', got '", std::string(isa), "'");
+  forced_isa() = std::string(isa);
 }
 
 }  // namespace mmtok
 
-TORCH_LIBRARY(mmtok_C, m) {
-  m.def("nearest_code_cpu(Tensor x, Tensor codebook, int metric) -> (Tensor, Tensor)");
-#ifdef MMTOK_WITH_CUDA
-  m.def("nearest_code_cuda(Tensor x, Tensor codebook, int metric) -> (Tensor, Tensor)");
-#endif
-}
-
-TORCH_LIBRARY_IMPL(mmtok_C, CPU, m) { m.impl("nearest_code_cpu", &mmtok::nearest_code_cpu); }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmtok compiled kernels (the ops register themselves as torch.ops.mmtok_C.*)";
-  m.def("cpu_capability", &mmtok::cpu_capability, "instruction set the CPU kernel uses");
-  m.def("set_cpu_capability", &mmtok::set_cpu_capability, "force an instruction set ('' = best available)");
-  m.def("with_cuda", &mmtok::with_cuda, "whether the CUDA kernel was built");
-}
+TORCH_LIBRARY_IMPL(mmtok, CPU, m) { m.impl("nearest_code", &mmtok::nearest_code_cpu); }

@@ -1,17 +1,23 @@
 """mmtok.nearest_code: every backend against a float64 reference, the tie rule, bad input, autograd,
-the custom-op contract (opcheck, torch.compile) and the fallback when the extension is missing."""
+the custom-op contract (one schema, opcheck, torch.compile without a graph break), the packaging of the compiled
+library (no pybind11, abi3, torch.ops.load_library) and the fallback when the extension is missing."""
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
 
+import pathlib
+import re
+
 import pytest
 import torch
 
 import mmtok
-from mmtok.ops import backends
-from mmtok.ops.nearest_code import nearest_code_op
+from mmtok.ops import _extension, backends, set_cpu_capability
+from mmtok.ops.registration import NEAREST_CODE_SIGNATURE, OPS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 AVAILABLE = [b for b in backends.BACKENDS if backends.unavailable_reason(b, torch.device("cuda" if b == "cuda" else "cpu")) is None]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -155,13 +161,13 @@ def test_bad_input_raises_value_error_naming_the_argument(backend):
             call()
 
 
+@pytest.mark.skipif(not _extension.has_cpu_kernel(), reason="mmtok._C not built")
 def test_all_cpu_instruction_sets_agree(seed):
-    ext = pytest.importorskip("mmtok._C")
     x, codebook = torch.randn(300, 20) * 2, torch.randn(777, 20)
     results = {}
     try:
         for isa in ("avx512", "avx2", "portable"):
-            ext.set_cpu_capability(isa)
+            set_cpu_capability(isa)
             for d in (8, 16, 32, 20, 64):
                 xi, ci = torch.randn(130, d), torch.randn(301, d)
                 for metric in METRICS:
@@ -169,7 +175,7 @@ def test_all_cpu_instruction_sets_agree(seed):
                     assert_nearest(xi, ci, metric, idx, dist, rel_tol=1e-5)
             results[isa] = mmtok.nearest_code(x, codebook, backend="cpp")[0]
     finally:
-        ext.set_cpu_capability("")
+        set_cpu_capability("")
     assert_nearest(x, codebook, "l2", results["portable"], mmtok.nearest_code(x, codebook)[1], rel_tol=1e-5)
 
 
@@ -200,25 +206,87 @@ def test_gradients_of_distances(backend, metric, seed):
 
 @pytest.mark.parametrize("backend", [b for b in AVAILABLE if b in ("cpp", "torch", "triton")])
 def test_opcheck(backend, seed):
+    op = OPS[backend]
     x, codebook = torch.randn(40, 8, requires_grad=True), torch.randn(25, 8, requires_grad=True)
     for metric in METRICS:
-        torch.library.opcheck(nearest_code_op, (x, codebook, metric, backend))
-        torch.library.opcheck(nearest_code_op, (x.detach().bfloat16(), codebook.detach().bfloat16(), metric, backend))
+        torch.library.opcheck(op, (x, codebook, metric))
+        torch.library.opcheck(op, (x.detach().bfloat16(), codebook.detach().bfloat16(), metric))
+    torch.library.opcheck(op, (x.detach().double(), codebook.detach().half(), "l2"))
 
 
-def test_torch_compile_fullgraph(seed):
-    codebook = torch.randn(64, 12)
+def test_one_schema_defined_in_cpp_and_python():
+    """The compiled library and the Python fallback define the same `mmtok::nearest_code`; the backend is not an
+    argument of it (it is chosen outside the traced op)."""
+    text = (ROOT / "csrc" / "extension.cpp").read_text()
+    assert f'm.def("nearest_code{NEAREST_CODE_SIGNATURE}");' in text
+    expected = "mmtok::nearest_code" + NEAREST_CODE_SIGNATURE
+    for op in (torch.ops.mmtok.nearest_code, torch.ops.mmtok.nearest_code_reference, torch.ops.mmtok.nearest_code_triton):
+        assert str(op.default._schema) == expected.replace("nearest_code", op.default._schema.name.split("::")[1], 1)
+    assert "backend" not in str(torch.ops.mmtok.nearest_code.default._schema)
+
+
+def test_fake_kernel_checks_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x, c = torch.empty(7, 5), torch.empty(11, 5)
+        dist, idx = torch.ops.mmtok.nearest_code(x, c, "cosine")
+        assert dist.shape == (7,) and dist.dtype == torch.float32 and idx.shape == (7,) and idx.dtype == torch.int64
+        for args, message in [((x, torch.empty(11, 4), "l2"), "D = 5 but codebook has D = 4"),
+                              ((x, torch.empty(0, 5), "l2"), "empty"),
+                              ((x[0], c, "l2"), "x must be"),
+                              ((x, c, "manhattan"), "metric")]:
+            with pytest.raises(ValueError, match=message):
+                torch.ops.mmtok.nearest_code(*args)
+
+
+@pytest.mark.skipif(not _extension.has_cpu_kernel(), reason="mmtok._C not built")
+def test_compiled_library_is_a_plain_op_library():
+    """Packaged as pytorch/extension-cpp: CPU kernel registered in C++ for the CPU dispatch key, the helpers are
+    ops, no pybind11 module, built against the stable ABI (abi3) and loadable with torch.ops.load_library."""
+    path = _extension.load()[0]
+    assert path.endswith(".abi3.so"), path
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("mmtok::nearest_code", "CPU")
+    assert isinstance(torch.ops.mmtok.cpu_capability(), str) and isinstance(torch.ops.mmtok.with_cuda(), bool)
+    assert b"pybind11" not in pathlib.Path(path).read_bytes()
+    for source in (ROOT / "csrc").rglob("*.c*"):
+        text = source.read_text()
+        assert "PYBIND11" not in text and "torch/extension.h" not in text, source
+        assert "mmtok_C" not in text, source
+    assert not re.search(r"TORCH_LIBRARY\(", "".join(p.read_text() for p in (ROOT / "csrc").rglob("*.c*")
+                                                   if p.name != "extension.cpp"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_compile_fullgraph(dtype, seed):
+    """One graph (fullgraph=True: a graph break is an error) holding the backend's op, forward and backward."""
+    codebook = torch.randn(64, 12, dtype=dtype)
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
 
     def tokenize(z):
         z = torch.tanh(z) * 2
         idx, dist = mmtok.nearest_code(z, codebook)
         return idx + 1, dist.mean()
 
-    compiled = torch.compile(tokenize, fullgraph=True)
-    z = torch.randn(3, 17, 12)
-    got, eager = compiled(z), tokenize(z)
-    assert torch.equal(got[0], eager[0])
-    torch.testing.assert_close(got[1], eager[1])
+    z = torch.randn(3, 17, 12, dtype=dtype)
+    eager = tokenize(z)
+    for backend in ("inductor", record):
+        got = torch.compile(tokenize, fullgraph=True, backend=backend)(z)
+        assert torch.equal(got[0], eager[0])
+        torch.testing.assert_close(got[1], eager[1])
+    expected = "nearest_code_reference" if dtype == torch.float64 or not _extension.has_cpu_kernel() else "nearest_code.default"
+    assert len(graphs) == 1 and f"mmtok.{expected}" in graphs[0], graphs
+
+    zg = z.clone().requires_grad_()
+    loss = torch.compile(lambda v: tokenize(v)[1], fullgraph=True)(zg)
+    loss.backward()
+    ze = z.clone().requires_grad_()
+    tokenize(ze)[1].backward()
+    torch.testing.assert_close(zg.grad, ze.grad)
 
 
 def test_import_falls_back_when_the_extension_is_missing():
@@ -240,8 +308,13 @@ def test_import_falls_back_when_the_extension_is_missing():
             again, _ = mmtok.nearest_code(x, c)
         assert not info["backends"]["cpp"]["available"], info
         assert "blocked for the test" in info["backends"]["cpp"]["reason"], info
+        from mmtok.ops.registration import NEAREST_CODE_SIGNATURE
+        assert str(torch.ops.mmtok.nearest_code.default._schema) == "mmtok::nearest_code" + NEAREST_CODE_SIGNATURE
+        direct, _ = torch.ops.mmtok.nearest_code(x, c, "l2")[::-1]
+        torch.library.opcheck(torch.ops.mmtok.nearest_code.default, (x.requires_grad_(), c, "cosine"))
+        x = x.detach()
         ref = torch.cdist(x.double(), c.double()).argmin(1)
-        assert torch.equal(idx, ref) and torch.equal(again, ref)
+        assert torch.equal(idx, ref) and torch.equal(again, ref) and torch.equal(direct, ref)
         runtime = [w for w in caught if "compiled kernels unavailable" in str(w.message)]
         assert len(runtime) == 1, [str(w.message) for w in caught]
         print("fallback ok")

@@ -67,9 +67,8 @@ def info() -> dict:
     for name in BACKENDS:
         reason = unavailable_reason(name)
         report["backends"][name] = {"available": reason is None, "reason": reason}
-    mod = _extension.load()[0]
-    if mod is not None:
-        report["cpu_capability"] = mod.cpu_capability()
+    if _extension.has_cpu_kernel():
+        report["cpu_capability"] = _extension.cpu_capability()
     return report
 
 
@@ -79,11 +78,10 @@ def set_cpu_capability(isa: str = "") -> str | None:
     to the best available); None without the extension. For tests and benchmarks of every ISA path."""
     if isa not in ("", "avx512", "avx2", "portable"):
         raise ValueError(f"set_cpu_capability: expected '', 'avx512', 'avx2' or 'portable', got {isa!r}")
-    mod = _extension.load()[0]
-    if mod is None:
+    if not _extension.has_cpu_kernel():
         return None
-    mod.set_cpu_capability(isa)
-    return mod.cpu_capability()
+    _extension.set_cpu_capability(isa)
+    return _extension.cpu_capability()
 
 
 _extension.load()  # once, at import: resolving a backend inside a compiled region then reads a constant

@@ -3,8 +3,9 @@
 `group_norm_channels_last` returns None whenever the kernel does not apply (no compiled extension or an old one
 without the op, a GPU or non-fp32 tensor, a layout other than channels-last, autograd recording), so callers keep
 their own path for those cases. The kernel accumulates the statistics in double and matches `F.group_norm` (then
-`F.silu`) to float32 rounding; see csrc/group_norm_cpu.cpp. It is a `torch.library` op with a fake
-implementation, so `torch.compile` traces it without a graph break and runs the same kernel.
+`F.silu`) to float32 rounding; see csrc/group_norm_cpu.cpp. It is the compiled library's op `mmtok::group_norm_cl`
+with a fake implementation registered here, so `torch.compile` traces it without a graph break and runs the same
+kernel.
 """
 from __future__ import annotations
 
@@ -19,19 +20,19 @@ def kernel_available() -> bool:
     """Whether the loaded mmtok._C has the channels-last GroupNorm kernel (older builds do not)."""
     global _AVAILABLE
     if _AVAILABLE is None:
-        _AVAILABLE = has_cpu_kernel() and hasattr(torch.ops, "mmtok_C") and hasattr(torch.ops.mmtok_C, "group_norm_cl")
+        _AVAILABLE = has_cpu_kernel() and hasattr(torch.ops.mmtok, "group_norm_cl")
     return _AVAILABLE
 
 
-@torch.library.custom_op("mmtok::group_norm_cl", mutates_args=())
-def group_norm_cl_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
-                     swish: bool) -> torch.Tensor:
-    return torch.ops.mmtok_C.group_norm_cl(x, weight, bias, groups, eps, swish)
-
-
-@group_norm_cl_op.register_fake
-def _(x, weight, bias, groups, eps, swish):
+def _fake(x, weight, bias, groups, eps, swish):
+    torch._check_value(x.dim() == 4, lambda: f"group_norm_cl: x must be (N, C, H, W), got rank {x.dim()}")
+    torch._check_value(weight.numel() == x.shape[1] and bias.numel() == x.shape[1],
+                       lambda: "group_norm_cl: weight and bias must have one value per channel")
     return torch.empty_like(x, memory_format=torch.channels_last)
+
+
+if kernel_available():
+    torch.library.register_fake("mmtok::group_norm_cl", _fake)
 
 
 def group_norm_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
@@ -44,4 +45,4 @@ def group_norm_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.
         return None
     if not kernel_available():
         return None
-    return group_norm_cl_op(x, weight.detach(), bias.detach(), int(groups), float(eps), bool(swish))
+    return torch.ops.mmtok.group_norm_cl.default(x, weight.detach(), bias.detach(), int(groups), float(eps), bool(swish))
