@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import subprocess
 import sys
 
@@ -138,7 +139,9 @@ def test_a_driver_killed_mid_run_then_rerun_is_identical(ray_cluster, dataset, r
     assert not (out / "manifest.json").exists()
     proc = _cli(*args)
     assert proc.returncode == 1, proc.stderr  # finished, with the planted failures
-    assert "2 already complete" in proc.stdout, proc.stdout
+    # shards the actor had queued may have been written before the SIGKILL landed: 2 or more, not all
+    done = int(re.search(r"(\d+) already complete", proc.stdout).group(1))
+    assert 2 <= done < reference["summary"].shards_total, proc.stdout
     assert output_files(out) == output_files(reference["out"])
 
 
