@@ -46,6 +46,7 @@ class RayOptions:
     address: str | None = None          # None: the running Ray (ray.init'ed), else a new local one; "auto"...
     num_gpus_per_worker: float = 0
     concurrency: int | None = None      # actors; None: as many as the cluster's CPUs (or GPUs) allow
+    started: bool = False               # this run started (or joined) Ray itself: ray.shutdown() at the end
 
     @classmethod
     def checked(cls, *, address, num_gpus_per_worker, concurrency, world_size) -> "RayOptions":
@@ -61,7 +62,9 @@ class RayOptions:
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
                                         or concurrency < 1):
             raise ValueError(f"concurrency (--concurrency) must be an int >= 1, got {concurrency!r}")
-        return cls(address, float(num_gpus_per_worker), concurrency)
+        opts = cls(address, float(num_gpus_per_worker), concurrency)
+        opts.started = _connect(require_ray(), address)  # before any work: a cluster not reachable is an error now
+        return opts
 
     def run(self, works, carried, options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer, batch_size,
             workers, summary, progress) -> None:
@@ -69,6 +72,8 @@ class RayOptions:
         if works:
             _drive(self, works, carried, (options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer,
                                           batch_size, workers), summary, progress)
+        elif self.started:  # nothing to do: leave no Ray of ours running
+            require_ray().shutdown()
 
 
 class _ActorKill:
@@ -151,7 +156,12 @@ def _connect(ray, address):
     """(started_here): join the running Ray, the one at `address`, or start a local one."""
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, TimeoutError, RuntimeError, ... from ray.init
+        where = address or os.environ.get("RAY_ADDRESS") or "a new local Ray"
+        raise ValueError(f"--engine ray: cannot start or join Ray at {where} (--ray-address): "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     return True
 
 
@@ -174,7 +184,7 @@ def _drive(opts: RayOptions, works, carried, setup, summary, progress) -> None:
     from .pipeline import MAX_LISTED_FAILURES, _KillHook
 
     ray = require_ray()
-    started = _connect(ray, opts.address)
+    started = opts.started or _connect(ray, opts.address)
     by_shard: dict[int, list] = {}
     for work in works:
         by_shard.setdefault(work.shard, []).append(work)
