@@ -125,7 +125,9 @@ class WorkerBatch:
 def decode_item(item: Item, options: DecodeOptions) -> dict:
     if item.error is not None or item.modality == INVALID:
         raise ValueError(item.error.split(": ", 1)[-1] if item.error else f"{item.key}: invalid input")
-    if item.modality != CONVERSATION:  # named before opening: a FIFO would block forever (mmtok.paths)
+    from .remote import is_url
+
+    if item.modality != CONVERSATION and not is_url(item.source):  # named before opening: a FIFO would block forever
         kind = "tar file" if item.member is not None else "table file" if item.row is not None else f"{item.modality} file"
         regular_file(item.source, kind)
     if item.modality == IMAGE:
@@ -162,6 +164,13 @@ def _member_bytes(item: Item) -> bytes:
 
 def _stored_bytes(item: Item) -> bytes | str:
     """The bytes of a tar member or a table row (mmtok.data.tables), or a path a table row points to."""
+    from .remote import is_url, read_url
+
+    if item.row is None and item.member is None and is_url(item.source):
+        try:
+            return read_url(item.source)
+        except Exception as exc:  # noqa: BLE001 - each backend raises its own
+            raise ValueError(f"{item.where}: cannot read ({type(exc).__name__}: {exc})") from None
     if item.row is not None:
         from .tables import row_media
 
@@ -172,8 +181,15 @@ def _stored_bytes(item: Item) -> bytes | str:
     return _member_bytes(item)
 
 
+def _local(item: Item) -> bool:
+    """A plain local file (read by path); else its bytes come from a tar member, a table row or a URL."""
+    from .remote import is_url
+
+    return item.member is None and item.row is None and not is_url(item.source)
+
+
 def _image_source(item: Item):
-    if item.member is None and item.row is None:
+    if _local(item):
         return item.source
     data = _stored_bytes(item)
     if isinstance(data, str):
@@ -200,7 +216,7 @@ def _audio_rate(tokenizer) -> int:
 
 
 def _audio(item: Item, rate: int = SAMPLE_RATE) -> torch.Tensor:
-    if item.member is None and item.row is None:
+    if _local(item):
         return load_audio(item.source, rate)
     import soundfile
 
@@ -220,11 +236,11 @@ def _video(item: Item, options: DecodeOptions) -> dict:
     video_tok = options.video_tokenizer
     if video_tok is None:
         raise ValueError(f"{item.key}: video input but no image tokenizer for its frames")
-    if item.member is None:
+    if _local(item):
         return video_frames(item.source, video_tok, options)
-    suffix = os.path.splitext(item.member)[1]
+    suffix = os.path.splitext(item.member or item.source)[1]
     with tempfile.NamedTemporaryFile(suffix=suffix) as f:
-        f.write(_member_bytes(item))
+        f.write(_stored_bytes(item))
         f.flush()
         try:
             return video_frames(f.name, video_tok, options)

@@ -14,6 +14,7 @@ import tarfile
 
 from ..paths import regular_file
 from .items import CONVERSATION, INVALID, Item, modality_of, output_text
+from .remote import is_url, list_input, redact
 from .tables import TableColumns, datasets_folder_tables, discover_table, is_datasets_folder, is_table
 
 MANIFEST_PATH_KEYS = ("path", "image", "audio", "video", "file")
@@ -31,6 +32,9 @@ def discover(inputs, columns: TableColumns | None = None) -> list[Item]:
     columns = TableColumns() if columns is None else columns
     items: list[Item] = []
     for entry in inputs:
+        if is_url(os.fspath(entry)):
+            items += discover_url(os.fspath(entry), columns)
+            continue
         path = pathlib.Path(os.fspath(entry))
         if not path.exists():
             raise FileNotFoundError(f"input not found: {output_text(str(path))}")
@@ -58,6 +62,25 @@ def discover(inputs, columns: TableColumns | None = None) -> list[Item]:
             raise ValueError(f"{output_text(str(path))}: not a folder, .tar, .jsonl/.json manifest, .parquet / .arrow "
                              f"table or media file")
     return refuse_duplicate_keys(items)
+
+
+def discover_url(url: str, columns: TableColumns) -> list[Item]:
+    """A URL input (mmtok.data.remote): a folder's media files and tables keyed by their path relative
+    to it (as for a local folder), or one table / media file. Manifests and tars are local-only."""
+    folder, entries = list_input(url)
+    media, tables = [], []
+    for relative, full in entries:
+        name = relative.rsplit("/", 1)[-1]
+        if is_table(pathlib.Path(name)):
+            tables.append((relative, full))
+        elif modality_of(name) is not None:
+            media.append(Item(key=relative, source=full, modality=modality_of(name)))
+        elif not folder:
+            raise ValueError(f"{redact(url)}: a URL input must be a folder, a .parquet / .arrow table or a media file")
+    items = media
+    for relative, full in tables:
+        items += discover_table(full, columns, relative)
+    return items
 
 
 def refuse_duplicate_keys(items: list[Item]) -> list[Item]:

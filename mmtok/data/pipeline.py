@@ -27,6 +27,7 @@ from .copies import copy_folder, save_copy
 from .decoding import DecodeOptions, DecodingDataset, Failure, Work, WorkerBatch
 from .discovery import discover
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO, items_hash
+from .remote import RemoteOut, check_url, is_url, local_path
 from .tables import TableColumns
 from .shards import read_samples, record_problem, remove_leftovers, shard_name, token_dtype, write_shard
 from .tokenizers import TEXT_COPY, describe, load_text_tokenizer, text_tokenizer_bytes
@@ -52,6 +53,7 @@ class Summary:
     failed_keys: list = field(default_factory=list)
     shards_redone: list = field(default_factory=list)  # complete-looking shards found corrupt and redone: why
     failures_in_shards: int = 0  # failure records in all of this rank's shards (earlier runs' too)
+    on_shard: object = field(default=None, repr=False, compare=False)  # called with each shard written (uploads)
 
     @property
     def items_per_second(self) -> float:
@@ -116,8 +118,13 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     for name, value, least in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1), ("workers", workers, 0)):
         _check_int(name, value, least)
     rank, world_size = rank_and_world(rank, world_size)
-    out_dir = pathlib.Path(os.fspath(out_dir))
-    absolute = [os.path.abspath(os.fspath(p)) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    remote = None
+    out_dir = local_path(os.fspath(out_dir))
+    if is_url(out_dir):  # object storage: staged locally, each shard committed by uploading its record last
+        remote = RemoteOut(out_dir)
+        out_dir = remote.staging
+    out_dir = pathlib.Path(out_dir)
+    absolute = [_input_name(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     requested_size = image_size
     image_spec = code_spec_of(image_tokenizer, "image_tokenizer") if image_tokenizer is not None else None
     if image_spec is not None and image_mode != "native" and image_size is None:
@@ -133,6 +140,8 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                                        max_grid=max_grid)
     dtype = token_dtype(len(vocab))
     outdir.prepare(out_dir)
+    if remote is not None:
+        remote.prepare()
     with outdir.writing(out_dir):
         for name in (mf.PLAN_FILE, mf.MANIFEST_FILE, mf.FAILURES_FILE, outdir.WRITE_TEST):  # killed writes
             for leftover in outdir.stale_temporaries(out_dir, name):
@@ -160,6 +169,8 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                 outdir.remove(leftover)
             if not (out_dir / TEXT_COPY).is_file() or (out_dir / TEXT_COPY).read_bytes() != text_copy:
                 outdir.write_atomic(out_dir / TEXT_COPY, text_copy)
+    if remote is not None:
+        remote.upload_plan()
 
     works, carried, done_before, redone, failures_before = [], {}, 0, [], 0
     for shard in mf.shards_of_rank(total_shards, rank, world_size):
@@ -199,6 +210,9 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                             video_tokenizer=video_tok, audio_tokenizer=audio_tokenizer)
     summary = Summary(rank, world_size, len(items), total_shards, done_before, 0, 0, 0, 0, 0, 0.0,
                       shards_redone=redone, failures_in_shards=failures_before)
+    kill = _KillHook()
+    if remote is not None:
+        summary.on_shard = lambda index: remote.upload_shard(index, kill)
     with outdir.writing(out_dir):
         if works:  # the manifest describes finished runs only: never leave a stale one next to shards being rewritten
             (out_dir / mf.MANIFEST_FILE).unlink(missing_ok=True)
@@ -207,8 +221,19 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
             batch_size, workers, summary, progress)
         if not mf.missing_shards(out_dir, plan):
             summary.manifest = mf.merge_manifests(out_dir)
+        if remote is not None:
+            remote.finish(total_shards, kill)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _input_name(entry) -> str:
+    """An input as discovery takes it and run.json records it: an absolute path, or a URL without credentials."""
+    entry = local_path(os.fspath(entry))
+    if is_url(entry):
+        check_url(entry, "input")
+        return entry
+    return os.path.abspath(entry)
 
 
 def _check_int(name: str, value, least: int) -> None:
@@ -302,6 +327,8 @@ def _write(out_dir, shard, results, carried, dtype, summary: Summary, kill) -> N
     merged = {**carried, **results}
     ordered = [merged[slot] for slot in sorted(merged)]
     record = write_shard(out_dir, shard, ordered, dtype, kill_hook=kill)
+    if summary.on_shard is not None:
+        summary.on_shard(shard)
     summary.shards_written += 1
     summary.samples += sum(isinstance(r, SampleRecord) for r in results.values())
     summary.failures += sum(isinstance(r, Failure) for r in results.values())

@@ -73,13 +73,28 @@ def _json(path: pathlib.Path) -> dict:
 
 
 # ---- opening a table -------------------------------------------------------------------------------------
+def _source(path: str):
+    """What pyarrow reads: the local path, or a lazily read fsspec file for a URL (mmtok.data.remote)."""
+    from .remote import is_url, open_url
+
+    return open_url(path) if is_url(path) else path
+
+
+def _parquet(path: str) -> pq.ParquetFile:
+    return pq.ParquetFile(_source(path))
+
+
 def _open_arrow(path: str):
-    """A memory-mapped Arrow reader: the IPC stream format (datasets' save_to_disk) or the file format."""
-    source = pa.memory_map(path, "r")
+    """An Arrow reader (memory-mapped when local): the IPC stream format (datasets' save_to_disk) or the
+    file format."""
+    from .remote import is_url, open_url
+
+    def source():
+        return pa.PythonFile(open_url(path), mode="r") if is_url(path) else pa.memory_map(path, "r")
     try:
-        return pa.ipc.open_stream(source)
+        return pa.ipc.open_stream(source())
     except pa.ArrowInvalid:
-        return pa.ipc.open_file(pa.memory_map(path, "r"))
+        return pa.ipc.open_file(source())
 
 
 def _arrow_batches(path: str):
@@ -93,14 +108,14 @@ def _arrow_batches(path: str):
 
 def table_schema(path: str) -> pa.Schema:
     if path.lower().endswith(".parquet"):
-        return pq.ParquetFile(path).schema_arrow
+        return _parquet(path).schema_arrow
     return _open_arrow(path).schema
 
 
 def table_batches(path: str, columns: list[str]):
     """Record batches of `columns` only (Parquet: only those columns are read; Arrow: memory-mapped)."""
     if path.lower().endswith(".parquet"):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        yield from _parquet(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
         return
     for batch in _arrow_batches(path):
         yield batch.select(columns)
@@ -189,12 +204,12 @@ def _detect_media(where: str, schema: pa.Schema, present: str) -> tuple[str, str
 
 
 # ---- discovery ----------------------------------------------------------------------------------------------
-def discover_table(path: pathlib.Path, columns: TableColumns, name: str | None = None) -> list[Item]:
+def discover_table(path, columns: TableColumns, name: str | None = None) -> list[Item]:
     """One item per row of a Parquet / Arrow file; `name` (default: the file name) prefixes row keys
     `<name>#<row>` when there is no key column. An unreadable file is one failure record (like a bad
     tar); a row with a null key is a failure record; a missing / ambiguous column raises ColumnError."""
-    source = str(path)
-    name = path.name if name is None else name
+    source = path if isinstance(path, str) else str(path)
+    name = source.rsplit("/", 1)[-1] if name is None else name
     try:
         schema = table_schema(source)
     except (pa.ArrowException, OSError) as exc:
@@ -205,7 +220,7 @@ def discover_table(path: pathlib.Path, columns: TableColumns, name: str | None =
     items, row = [], 0
     try:
         if not wanted:
-            rows = pq.ParquetFile(source).metadata.num_rows if source.lower().endswith(".parquet") else sum(
+            rows = _parquet(source).metadata.num_rows if source.lower().endswith(".parquet") else sum(
                 b.num_rows for b in _arrow_batches(source))
             return [_row_item(source, name, r, layout, None, None) for r in range(rows)]
         for batch in table_batches(source, wanted):
@@ -247,7 +262,7 @@ class RowReader:
     def _index(self, source: str, column: str):
         if self._file != (source, column):
             if source.lower().endswith(".parquet"):
-                meta = pq.ParquetFile(source).metadata
+                meta = _parquet(source).metadata
                 sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             else:
                 sizes = [b.num_rows for b in _arrow_batches(source)]
@@ -267,7 +282,7 @@ class RowReader:
         if self._block != (source, column, block):
             self._values = None
             if source.lower().endswith(".parquet"):
-                table = pq.ParquetFile(source).read_row_group(block, columns=[column])
+                table = _parquet(source).read_row_group(block, columns=[column])
                 self._values = table.column(column)
             else:
                 batch = next(b for n, b in enumerate(_arrow_batches(source)) if n == block)
