@@ -209,6 +209,37 @@ def compare_engines(engines: list[str], args) -> None:
                            for k in ("cold_s", "warm_s")} if {"ray", "local"} <= set(speed) else None})
 
 
+def compare_parquet(args) -> None:
+    """Parquet input (the same PNG bytes in a binary column, row groups of 256) vs the images as files:
+    items/s of the local engine, the first call (cold: tokenizer load excluded, file caches warm) and
+    the median of the next `repeats` (warm), same process, same tokenizer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from _common import machine, print_table, write_json
+
+    image, _ = load_tokenizers()
+    with tempfile.TemporaryDirectory(prefix="mmtok-bench-parquet-") as tmp:
+        tmp = pathlib.Path(tmp)
+        make_images(tmp / "images", args.images)
+        files = sorted((tmp / "images").glob("*.png"))
+        pq.write_table(pa.table({"key": [f.name for f in files],
+                                 "png": pa.array([f.read_bytes() for f in files], pa.binary())}),
+                       tmp / "images.parquet", row_group_size=256)
+        result = {}
+        for name, source in (("files", tmp / "images"), ("parquet", tmp / "images.parquet")):
+            cold = timed(lambda: run_pipeline(source, tmp / f"out_{name}", args.workers, args.batch_size, image), 1)
+            warm = timed(lambda: run_pipeline(source, tmp / f"out_{name}", args.workers, args.batch_size, image),
+                         args.repeats)
+            result[name] = {"items": len(files), "cold_s": cold, "warm_s": warm,
+                            "cold_items_per_s": len(files) / cold, "warm_items_per_s": len(files) / warm}
+    base = result["files"]
+    print(f"\nitems/s, {args.images} images 64x64 PNG (tiny LlamaGen), {args.workers} DataLoader workers")
+    print_table(["input", "items", "cold items/s", "warm items/s", "warm / files"],
+                [[k, m["items"], m["cold_items_per_s"], m["warm_items_per_s"],
+                  m["warm_items_per_s"] / base["warm_items_per_s"]] for k, m in result.items()])
+    write_json("tokenize_dataset_parquet", {"machine": machine(), "args": vars(args), "result": result})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
@@ -218,6 +249,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-limit", type=int, default=500, help="naive image loop timed on this many files")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parquet", action="store_true", help="only: Parquet input vs the same images as files")
     parser.add_argument("--engine", default="local",
                         help="'local' (default: the comparison above) or a list like 'local,ray': engines compared")
     parser.add_argument("--engine-images", type=int, default=2000, help="images of the engine comparison")
@@ -236,6 +268,8 @@ def main() -> None:
         return compare_engines(engines, args)
     if args.quick:
         args.images, args.speech_minutes, args.repeats, args.naive_limit = 300, 1.0, 1, 150
+    if args.parquet:
+        return compare_parquet(args)
     from _common import machine, print_table, write_json
 
     image_tok, audio_tok = load_tokenizers()
