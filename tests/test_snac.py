@@ -3,28 +3,25 @@
 depthwise convs, decoder noise, vq_strides [6, 3, 1]; and no attention, full convs, vq_strides [5, 1])."""
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
+from codec_fixtures import SURE, npz_tensors, release_copy
 import mmtok
 import mmtok.tokenizer.registry as registry
 from mmtok.audio.snac import SnacCodec
 
 DATA = pathlib.Path(__file__).parent / "data" / "snac"
 NAMES = ["attn", "plain"]
-SURE = 1e-5  # float64 best-vs-second squared-distance gap above which a code cannot flip on fp32 rounding
 
 
 @pytest.fixture(scope="module")
 def outputs():
-    with np.load(DATA / "outputs.npz") as f:
-        return {k: torch.from_numpy(f[k]) for k in f.files}
+    return npz_tensors(DATA / "outputs.npz")
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +149,7 @@ def test_save_load_round_trip(codecs, tmp_path, seed):
 
 
 def _copy(tmp_path, name, edit_state=None, edit_config=None):
-    folder = tmp_path / f"{name}_{len(list(tmp_path.iterdir()))}"
-    folder.mkdir()
-    state = torch.load(DATA / name / "pytorch_model.bin", weights_only=True)
-    config = json.loads((DATA / name / "config.json").read_text())
-    if edit_state:
-        state = edit_state(state)
-    if edit_config:
-        edit_config(config)
-    torch.save(state, folder / "pytorch_model.bin")
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return release_copy(tmp_path, DATA / name, "pytorch_model.bin", edit_state, edit_config)
 
 
 def test_weight_norm_forms(codecs, tmp_path, seed):
