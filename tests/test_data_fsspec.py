@@ -4,10 +4,8 @@ between a shard's files and its record (the commit on a store without rename) is
 missing credentials, an unreachable endpoint and credentials in a URL are refused before any work."""
 from __future__ import annotations
 
-import io
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -15,19 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image as PILImage
 
 from data_fixtures import save_tiny_image_tokenizer
+from s3_fixtures import free_port, local_files, png_bytes, remote_files, s3, s3_server, upload  # noqa: F401
 
 fsspec = pytest.importorskip("fsspec")
 pytestmark = pytest.mark.timeout(240)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def png_bytes(rng, size) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.fromarray(rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +67,6 @@ def dataset(tmp_path, seed):
     return folder
 
 
-def upload(fs, folder: pathlib.Path, prefix: str) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            fs.pipe_file(f"{prefix}/{path.relative_to(folder).as_posix()}", path.read_bytes())
-
-
-def remote_files(fs, prefix: str) -> dict[str, bytes]:
-    root = prefix.rstrip("/") + "/"
-    return {p[len(root):]: fs.cat_file(p) for p in sorted(fs.find(prefix)) if p.startswith(root)}
-
-
-def local_files(folder: pathlib.Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_memory_inputs_and_output_equal_a_local_run(tmp_path, dataset, run, staging):
     fs = fsspec.filesystem("memory")
     upload(fs, dataset, "/mmtok-test/in")
@@ -123,45 +100,6 @@ def test_credentials_in_urls_are_refused_before_work(tmp_path, run, dataset, sta
     with pytest.raises(ValueError, match=r"s3://bucket/out: credentials"):
         run([dataset], "s3://key:secret@bucket/out")
     assert not (tmp_path / "out").exists() and not staging.exists()
-
-
-# ---- a local S3 server (moto) ----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-          "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard", "AWS_CONFIG_FILE": "/nonexistent",
-          "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    pytest.importorskip("moto", reason="moto[server] (test extra) is the local S3 server")
-    pytest.importorskip("s3fs", reason="s3fs (test extra) is fsspec's S3 filesystem")
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server, monkeypatch):
-    import s3fs
-
-    for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server}.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    bucket = f"mmtok-{free_port()}"
-    fs.mkdir(bucket)
-    yield fs, bucket
-    s3fs.S3FileSystem.clear_instance_cache()
 
 
 KILLED_RUN = """
@@ -221,3 +159,44 @@ def test_missing_credentials_and_unreachable_endpoint_are_refused_before_work(tm
     with pytest.raises(ValueError, match=rf"input s3://{bucket}/in: cannot reach the store"):
         run([f"s3://{bucket}/in"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_on_a_store_is_read_verified_and_merged_through_its_url(tmp_path, dataset, run, staging,
+                                                                          monkeypatch):
+    """TokenShards, `mmtok verify` and `mmtok merge-manifests` take the output's URL: the same samples as
+    the local folder, a corrupted token file on the store found by verify, the manifest rebuilt identically."""
+    from mmtok.data import TokenShards, merge_manifests, verify
+
+    monkeypatch.setenv("MMTOK_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    try:
+        run([dataset], tmp_path / "out")
+        upload(fs, tmp_path / "out", "/mmtok-read/out")
+        url = "memory://mmtok-read/out"
+        a, b = TokenShards(tmp_path / "out"), TokenShards(url)
+        assert a.keys() == b.keys() and len(b) == 7
+        for i in range(len(a)):
+            assert np.array_equal(a[i].tokens, b[i].tokens) and a[i].meta == b[i].meta
+        assert [t.shape for t in a.decode(0)] == [t.shape for t in b.decode(0)]
+        assert verify(url) == []
+        manifest = fs.cat_file("/mmtok-read/out/manifest.json")
+        fs.rm("/mmtok-read/out/manifest.json")
+        fs.rm("/mmtok-read/out/failures.jsonl")
+        assert verify(url) and "merge-manifests" in verify(url)[0]
+        merge_manifests(url)
+        assert fs.cat_file("/mmtok-read/out/manifest.json") == manifest
+        tokens = bytearray(fs.cat_file("/mmtok-read/out/shard-00001.bin"))
+        tokens[3] ^= 1  # same size, other bytes
+        fs.pipe_file("/mmtok-read/out/shard-00001.bin", bytes(tokens))
+        problems = verify(url)
+        assert any("shard-00001" in p and "sha256" in p for p in problems), problems
+        fresh = TokenShards(url, cache=tmp_path / "other-cache")
+        with pytest.raises(ValueError, match="shard-00001.bin: sha256 differs from the manifest"):
+            fresh.tokens(fresh.keys().index(a.keys()[2]))
+        fs.rm("/mmtok-read/out/shard-00001.json")
+        with pytest.raises(ValueError, match=r"1 shard\(s\) not complete \(shard-00001: no record on the store\)"):
+            merge_manifests(url)
+        with pytest.raises(FileNotFoundError, match="not an mmtok tokenize output"):
+            TokenShards("memory://mmtok-read/nothing")
+    finally:
+        fs.rm("/mmtok-read", recursive=True)

@@ -204,3 +204,20 @@ def test_a_shard_that_always_kills_its_actor_is_reported_and_the_rest_written(ra
     again = run(dataset, out, engine="ray")
     assert (again.shards_written, again.shards_done_before) == (1, total - 1)
     assert output_files(out) == output_files(reference["out"])
+
+
+def test_an_unreachable_ray_address_is_refused_in_seconds(dataset, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    proc = _cli(*_cli_args(dataset, out, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot reach a Ray cluster at 127.0.0.1:{port} (--ray-address)" in proc.stderr
+    assert time.perf_counter() - start < 60 and not out.exists()
+    proc = _cli(*_cli_args(dataset, out, "--engine", "ray", "--ray-address", "nonsense"))
+    assert proc.returncode == 2 and "expected HOST:PORT" in proc.stderr and not out.exists()

@@ -94,3 +94,80 @@ def test_cli_text_tokenizer_folder_and_bad_paths(tmp_path, chat, image_tok, caps
         err = capsys.readouterr().err
         assert named in err and str(bad) in err
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_captions_from_tables_and_webdataset_tars_go_into_the_samples(tmp_path, image_tok, seed, position):
+    """--caption-field: a Parquet column / a tar's .txt member becomes the sample's text (through the text
+    tokenizer) before or after the image block; an item without a caption is the image alone; the option
+    is part of run.json (a rerun with another caption setting is refused)."""
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmtok.data import TokenShards, tokenize_dataset
+    from mmtok.stream import Text, TokenStream, Vocabulary
+    from mmtok.stream.segments import Image
+
+    rng = np.random.default_rng(seed)
+
+    def png() -> bytes:
+        buffer = io.BytesIO()
+        PILImage.fromarray(rng.integers(0, 255, size=(36, 44, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    blobs = [png() for _ in range(3)]
+    pq.write_table(pa.table({"key": ["r0", "r1", "r2"], "jpg": pa.array(blobs, pa.binary()),
+                             "caption": ["a cat .", None, "the dog is in the picture ."]}), tmp_path / "t.parquet")
+    with tarfile.open(tmp_path / "w.tar", "w") as tar:
+        for name, data in (("s0.png", png()), ("s0.txt", b"a dog and a cat .\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    tok = word_tokenizer()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    options = dict(image_tokenizer=image_tok, shard_size=2, batch_size=2, workers=0, progress=False,
+                   text_tokenizer=tmp_path / "tokenizer.json")
+    inputs = [tmp_path / "t.parquet", tmp_path / "w.tar"]
+    out = tmp_path / "out"
+    summary = tokenize_dataset(inputs[:1], out, caption_field="caption", caption_position=position, **options)
+    assert summary.samples == 3 and summary.failures == 0
+    tar_out = tmp_path / "tar_out"
+    tokenize_dataset(inputs[1:], tar_out, caption_field="txt", caption_position=position, **options)
+    vocab = Vocabulary.from_tokenizers(word_tokenizer(), image_tokenizer=image_tok)
+    stream = TokenStream(vocab, image_tokenizer=image_tok)
+    shards, tar_shards = TokenShards(out), TokenShards(tar_out)
+    plain = TokenShards(_plain_run(tmp_path, inputs[0], options))
+    for sample_set, key, caption in ((shards, "r0", "a cat ."), (shards, "r2", "the dog is in the picture ."),
+                                     (tar_shards, "w.tar/s0.png", "a dog and a cat .")):
+        sample = sample_set[sample_set.keys().index(key)]
+        segments = sample_set.segments(sample_set.keys().index(key))
+        kinds = [type(s) for s in segments]
+        assert kinds == ([Text, Image] if position == "before" else [Image, Text]), kinds
+        text = next(s for s in segments if isinstance(s, Text))
+        assert text.text == tok.decode(tok.encode(caption).ids)  # the tokenizer's own round trip
+        image = next(s for s in segments if isinstance(s, Image))
+        want = stream.encode([Text(caption), Image(codes=image.codes)] if position == "before"
+                             else [Image(codes=image.codes), Text(caption)])
+        assert np.array_equal(sample.tokens, np.asarray(want))
+        if sample_set is shards:  # the same image codes as a run without captions
+            alone = plain[plain.keys().index(key)]
+            assert [type(s) for s in plain.segments(plain.keys().index(key))] == [Image]
+            assert np.array_equal(plain.segments(plain.keys().index(key))[0].codes, image.codes)
+            assert alone.meta["caption"] == caption  # still kept as metadata
+    no_caption = shards.segments(shards.keys().index("r1"))
+    assert [type(s) for s in no_caption] == [Image]
+    with pytest.raises(ValueError, match="caption_position"):
+        tokenize_dataset(inputs[:1], out, caption_field="caption",
+                         caption_position="before" if position == "after" else "after", **options)
+    with pytest.raises(ValueError, match=r"caption_position \(--caption-position\) must be before or after"):
+        tokenize_dataset(inputs[:1], tmp_path / "x", caption_field="caption", caption_position="middle", **options)
+
+
+def _plain_run(tmp_path, table, options):
+    from mmtok.data import tokenize_dataset
+
+    out = tmp_path / "plain"
+    tokenize_dataset([table], out, **options)
+    return out

@@ -14,9 +14,23 @@ import numpy as np
 import torch
 
 from ..stream.encoder import encode_segments
-from ..stream.segments import Audio, AudioCodec, Frame, Image, Video
+from ..stream.segments import Audio, AudioCodec, Frame, Image, Text, Video
 from .decoding import Failure, Work, describe_error
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO
+
+CAPTION_POSITIONS = ("before", "after")
+
+
+def with_caption(segments: list, meta: dict | None, field: str, position: str) -> list:
+    """The sample's segments with its caption (the string in metadata `field`: a table column, a JSONL
+    field, a webdataset .txt member; dotted for nested fields: "json.caption") as a Text segment before or
+    after them; unchanged when the item has none."""
+    text = meta or {}
+    for part in field.split("."):  # "json.caption": a field inside a webdataset .json member
+        text = text.get(part) if isinstance(text, dict) else None
+    if not isinstance(text, str) or not text:
+        return segments
+    return [Text(text), *segments] if position == "before" else [*segments, Text(text)]
 
 @dataclass
 class SampleRecord:
@@ -44,8 +58,9 @@ class ShardAssembler:
     """Collects decoded items of one shard, runs the models in batches, and yields results by slot."""
 
     def __init__(self, vocab, *, image_tokenizer=None, audio_tokenizer=None, video_tokenizer=None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, caption: tuple | None = None):
         self.vocab = vocab
+        self.caption = caption  # (metadata field, "before" | "after") or None
         self.image_tokenizer = image_tokenizer
         self.video_tokenizer = video_tokenizer  # spatio-temporal: a video's frames are encoded as one clip
         self.audio_tokenizer = audio_tokenizer
@@ -170,6 +185,8 @@ class ShardAssembler:
                 if isinstance(segment, Image):
                     segment.codes, segment.source = codes[n], None
                     grid += list(segment.codes.shape)
+        if self.caption is not None and item.modality != CONVERSATION:
+            segments = with_caption(segments, item.meta, *self.caption)
         ids = encode_segments(self.vocab, segments)
         return SampleRecord(item.key, item.where, item.modality, ids, [int(g) for g in grid], timestamps, item.meta)
 

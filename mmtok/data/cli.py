@@ -57,6 +57,12 @@ def register(subparsers) -> None:
     p.add_argument("--text-tokenizer", help="the text tokenizer for conversation text: a tokenizer.json (tokenizers "
                                             "library) or a transformers tokenizer folder with one (default: the "
                                             "built-in UTF-8 byte tokenizer)")
+    p.add_argument("--caption-field", help="put each image / audio / video item's caption into its sample as text, "
+                                           "from this metadata field (a Parquet / datasets column, a JSONL "
+                                           "field, a webdataset member such as txt); tokenized with "
+                                           "--text-tokenizer (default: captions stay metadata)")
+    p.add_argument("--caption-position", default="before", choices=("before", "after"),
+                   help="the caption before (text-to-media order, default) or after the media block")
     p.set_defaults(func=_tokenize)
 
     p = subparsers.add_parser("verify", help="check token shards against their index and manifest",
@@ -104,7 +110,8 @@ def _tokenize(args: argparse.Namespace) -> int:
             progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address,
             num_gpus_per_worker=args.num_gpus_per_worker, concurrency=args.concurrency,
             image_column=args.image_column, audio_column=args.audio_column, key_column=args.key_column,
-            text_tokenizer=args.text_tokenizer)
+            text_tokenizer=args.text_tokenizer, caption_field=args.caption_field,
+            caption_position=args.caption_position)
     except RuntimeError as exc:
         from .ray_engine import ShardsLost
 

@@ -35,6 +35,7 @@ class DecodeOptions:
     downsample_factor: int = 16
     video_tokenizer: object = None       # mmtok.video.VideoTokenizer (None: videos fail)
     audio_tokenizer: object = None       # AudioTokenizer or a codec (audio inputs fail without one)
+    caption: tuple | None = None         # (metadata field, "before" | "after"): the item's text in its sample
 
 
 @dataclass

@@ -99,12 +99,23 @@ def missing_shards(out_dir: pathlib.Path, plan: dict) -> list[int]:
     return [i for i in range(plan["num_shards"]) if read_record(out_dir, i, digests=False) is None]
 
 
-def merge_manifests(out_dir) -> dict:
+def merge_manifests(out_dir, *, checked=None) -> dict:
     """Build manifest.json and failures.jsonl from run.json and every shard record; ValueError if a
-    shard is missing (naming the ranks that still have to run)."""
-    out_dir = pathlib.Path(os.fspath(out_dir))
+    shard is missing (naming the ranks that still have to run). `out_dir` may be an fsspec URL (the
+    output on object storage: records read from the store, file sizes checked there, the two files
+    uploaded; mmtok.data.remote). `checked`: the (record, why-not) of every shard when the caller has
+    them (the store's records), else each shard is checked on disk (record_problem)."""
+    from .remote import is_url, local_path
+
+    out_dir = local_path(os.fspath(out_dir))
+    if is_url(out_dir):
+        from .remote import RemoteOut
+
+        return RemoteOut.existing(out_dir).merge()
+    out_dir = pathlib.Path(out_dir)
     plan = load_plan(out_dir)
-    checked = [record_problem(out_dir, i) for i in range(plan["num_shards"])]
+    if checked is None:
+        checked = [record_problem(out_dir, i) for i in range(plan["num_shards"])]
     records = [record for record, _ in checked]
     missing = [why for _, why in checked if why is not None]
     if missing:

@@ -27,7 +27,7 @@ from .copies import copy_folder, save_copy
 from .decoding import DecodeOptions, DecodingDataset, Failure, Work, WorkerBatch
 from .discovery import discover
 from .items import AUDIO, CONVERSATION, IMAGE, VIDEO, items_hash
-from .remote import RemoteOut, check_url, is_url, local_path
+from .remote import RemoteOut, UploadShard, check_url, is_url, local_path
 from .tables import TableColumns
 from .shards import read_samples, record_problem, remove_leftovers, shard_name, token_dtype, write_shard
 from .tokenizers import TEXT_COPY, describe, load_text_tokenizer, text_tokenizer_bytes
@@ -94,7 +94,8 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                      engine: str = "local", ray_address: str | None = None, num_gpus_per_worker: float = 0,
                      concurrency: int | None = None, image_column: str | None = None,
                      audio_column: str | None = None, key_column: str | None = None,
-                     text_tokenizer=None) -> Summary:
+                     text_tokenizer=None, caption_field: str | None = None,
+                     caption_position: str = "before") -> Summary:
     """Tokenize every input into shards under `out_dir`; see the module docstring and docs/data.md.
 
     `engine="ray"` plans the run the same way, then has a Ray actor pool tokenize and write the shards
@@ -102,7 +103,10 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
     `image_column` / `audio_column` / `key_column` choose the columns of Parquet / Arrow / `datasets`
     inputs (detected when not given; mmtok.data.tables). `text_tokenizer` (a tokenizer.json / tokenizer
     folder path, or a `tokenizers` / transformers fast tokenizer) encodes the conversations' text instead
-    of the built-in byte tokenizer; it is part of the vocabulary (and its hash) and kept with the output."""
+    of the built-in byte tokenizer; it is part of the vocabulary (and its hash) and kept with the output.
+    `caption_field` names the metadata field (table column, JSONL field, webdataset member such as "txt")
+    whose text goes into each image / audio / video sample, `caption_position` "before" (text -> media,
+    the default) or "after" its media block, tokenized with the run's text tokenizer."""
     start = time.perf_counter()
     ray_options = _engine_options(engine, ray_address, num_gpus_per_worker, concurrency, world_size)
     if audio_tokenizer is not None and audio_codec is not None:
@@ -131,6 +135,7 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
         image_size = image_spec.image_size
     check_options(image_spec, image_size=image_size, image_mode=image_mode, max_grid=max_grid,
                   video_fps=video_fps, video_max_frames=video_max_frames)
+    caption = _caption_options(caption_field, caption_position)
     items = discover(absolute, TableColumns(image=image_column, audio=audio_column, key=key_column))
     _check_tokenizers_for(items, image=image_tokenizer is not None, audio=audio_tokenizer is not None,
                           video=video_tokenizer is not None)
@@ -154,7 +159,9 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
         "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "mmtok_version": __version__,
         "dtype": dtype.name, "vocabulary": vocab.to_dict(), "tokenizers": tokenizers,
         "options": {"image_size": image_size, "image_mode": image_mode, "video_fps": video_fps,
-                    "video_max_frames": video_max_frames, "max_grid": max_grid, "add_bos": True, "add_eos": True},
+                    "video_max_frames": video_max_frames, "max_grid": max_grid, "add_bos": True, "add_eos": True,
+                    # only when given: runs made before captions existed keep their run.json
+                    **({"caption_field": caption[0], "caption_position": caption[1]} if caption else {})},
         "inputs": {"paths": absolute, "count": len(items), "sha256": items_hash(items)},
         "shard_size": shard_size, "num_shards": total_shards,
     }
@@ -174,8 +181,9 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
 
     works, carried, done_before, redone, failures_before = [], {}, 0, [], 0
     for shard in mf.shards_of_rank(total_shards, rank, world_size):
-        record, why = record_problem(out_dir, shard)
-        if record is None and (out_dir / f"{shard_name(shard)}.json").exists():
+        record, why = _shard_state(out_dir, remote, shard)
+        if record is None and (remote.has_record(shard) if remote is not None
+                               else (out_dir / f"{shard_name(shard)}.json").exists()):
             redone.append(why)  # a record whose files do not match it: redo the shard
         slots = mf.shard_slice(shard, shard_size, len(items))
         if record is not None and not (retry_failures and record["failures"]):
@@ -184,6 +192,8 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
             continue
         if record is not None:  # retry: keep the samples, redo only the failed items
             failed = sorted(f["slot"] for f in record["failures"])
+            if remote is not None:
+                remote.fetch_files(record)
             kept = iter(read_samples(out_dir, record))
             carried[shard] = {slot: next(kept) for slot in range(len(slots)) if slot not in set(failed)}
             works += [Work(shard, slot, items[slots[slot]]) for slot in failed]
@@ -207,24 +217,36 @@ def tokenize_dataset(inputs, out_dir, *, image_tokenizer=None, audio_tokenizer=N
                                    batch_size=batch_size)
     options = DecodeOptions(image_size=image_size, image_mode=image_mode,
                             downsample_factor=image_spec.spatial_downsample if image_spec is not None else 1,
-                            video_tokenizer=video_tok, audio_tokenizer=audio_tokenizer)
+                            video_tokenizer=video_tok, audio_tokenizer=audio_tokenizer, caption=caption)
     summary = Summary(rank, world_size, len(items), total_shards, done_before, 0, 0, 0, 0, 0, 0.0,
                       shards_redone=redone, failures_in_shards=failures_before)
     kill = _KillHook()
     if remote is not None:
-        summary.on_shard = lambda index: remote.upload_shard(index, kill)
+        summary.on_shard = UploadShard(remote, kill)
     with outdir.writing(out_dir):
         if works:  # the manifest describes finished runs only: never leave a stale one next to shards being rewritten
             (out_dir / mf.MANIFEST_FILE).unlink(missing_ok=True)
         run = run_works if ray_options is None else ray_options.run
         run(works, carried, options, out_dir, vocab, dtype, (image_tokenizer, video_tokenizer), audio_tokenizer,
             batch_size, workers, summary, progress)
-        if not mf.missing_shards(out_dir, plan):
+        if remote is not None:  # the store's records decide (Ray actors elsewhere uploaded theirs)
+            summary.manifest = remote.finish(total_shards, kill)
+        elif not mf.missing_shards(out_dir, plan):
             summary.manifest = mf.merge_manifests(out_dir)
-        if remote is not None:
-            remote.finish(total_shards, kill)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _shard_state(out_dir: pathlib.Path, remote, shard: int):
+    """(record, None) if shard `shard` is complete, else (None, why). With a --out URL the store decides;
+    a shard complete in the staging folder but not on the store (killed before its upload) is uploaded."""
+    if remote is None:
+        return record_problem(out_dir, shard)
+    record, why = remote.store_record(shard)
+    if record is None and record_problem(out_dir, shard)[0] is not None:
+        remote.upload_shard(shard)
+        record, why = remote.store_record(shard)
+    return record, why
 
 
 def _input_name(entry) -> str:
@@ -261,6 +283,18 @@ def check_options(image_spec, *, image_size, image_mode, max_grid, video_fps, vi
     if grid > max_grid:
         raise ValueError(f"image_size (--image-size) {image_size} gives a {grid}x{grid} grid, larger than max_grid "
                          f"(--max-grid) {max_grid}; raise --max-grid to at least {grid}")
+
+
+def _caption_options(field, position) -> tuple | None:
+    from .assembler import CAPTION_POSITIONS
+
+    if position not in CAPTION_POSITIONS:
+        raise ValueError(f"caption_position (--caption-position) must be before or after, got {position!r}")
+    if field is None:
+        return None
+    if not isinstance(field, str) or not field:
+        raise ValueError(f"caption_field (--caption-field) must be a non-empty metadata field name, got {field!r}")
+    return (field, position)
 
 
 def _engine_options(engine, ray_address, num_gpus_per_worker, concurrency, world_size):
@@ -312,7 +346,7 @@ def run_works(works, carried, options, out_dir, vocab, dtype, image_tokenizers, 
                 shard = result.work.shard
                 assembler = assemblers.setdefault(shard, ShardAssembler(
                     vocab, image_tokenizer=image_tokenizers[0], video_tokenizer=image_tokenizers[1],
-                    audio_tokenizer=audio_tokenizer, batch_size=batch_size))
+                    audio_tokenizer=audio_tokenizer, batch_size=batch_size, caption=options.caption))
                 assembler.add(result)
                 summary.processed += 1
                 kill("samples", shard)

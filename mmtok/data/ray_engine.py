@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from dataclasses import dataclass
+
+from .remote import UploadShard
 
 INSTALL = "pip install 'mmtok[ray]'  (or: pip install ray)"
 KILL_ENV = "MMTOK_RAY_TEST_SIGKILL"  # test hook: "SHARD:N:MARKER" -> an actor SIGKILLs itself at item N of
@@ -71,7 +74,7 @@ class RayOptions:
         """The Ray counterpart of pipeline.run_works: same arguments, same shards written, same summary."""
         if works:
             _drive(self, works, carried, (options, out_dir, vocab, dtype, image_tokenizers, audio_tokenizer,
-                                          batch_size, workers), summary, progress)
+                                          batch_size, workers, summary.on_shard), summary, progress)
         elif self.started:  # nothing to do: leave no Ray of ours running
             require_ray().shutdown()
 
@@ -128,7 +131,10 @@ class ShardWorker:
 
     def __init__(self, setup, device: str | None, kill_spec: str | None, progress=None):
         self.options, self.out_dir, self.vocab, self.dtype, self.image_tokenizers, self.audio_tokenizer, \
-            self.batch_size, self.workers = setup
+            self.batch_size, self.workers, self.on_shard = setup
+        if isinstance(self.on_shard, UploadShard):  # --out is a URL: stage on this actor's machine, upload from here
+            self.out_dir = self.on_shard.remote.staging
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         if device is not None:
             video = self.options.video_tokenizer
             for tok in {id(t): t for t in (*self.image_tokenizers, self.audio_tokenizer,
@@ -139,7 +145,7 @@ class ShardWorker:
     def shard(self, shard: int, works: list, carried: dict) -> dict:
         from .pipeline import Summary, run_works
 
-        summary = Summary(0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0.0)
+        summary = Summary(0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, on_shard=self.on_shard)  # on_shard: the upload
         run_works(works, {shard: carried}, self.options, self.out_dir, self.vocab, self.dtype,
                   self.image_tokenizers, self.audio_tokenizer, self.batch_size, self.workers, summary,
                   progress=False, kill=_ItemHook(_ActorKill(self.kill_spec), self.progress, shard))
@@ -152,10 +158,29 @@ class ShardWorker:
         return os.getpid()
 
 
+PROBE_TIMEOUT_S = 5.0  # a cluster address that accepts no TCP connection within this is refused at once
+
+
+def _probe(address: str | None) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) address nothing listens on, in seconds: ray.init itself retries
+    for minutes before it gives up."""
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ValueError(f"--engine ray: cannot reach a Ray cluster at {address} (--ray-address): "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
 def _connect(ray, address):
     """(started_here): join the running Ray, the one at `address`, or start a local one."""
     if ray.is_initialized():
         return False
+    _probe(address or os.environ.get("RAY_ADDRESS"))
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, TimeoutError, RuntimeError, ... from ray.init

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .manifest import load_manifest
+from .remote import RemoteOutput, is_url, local_path
 
 
 @dataclass
@@ -35,15 +36,25 @@ class TokenShards(torch.utils.data.Dataset):
     `shards[i]` -> TokenSample; `len(shards)`; `iter(shards)`; `shards.tokens(i)` -> the raw ids (a
     read-only memory-mapped view); `shards.split(rank, world_size)` -> the samples of one rank;
     `shards.iterable(...)` -> an IterableDataset that also splits across DataLoader workers.
+    `directory` may be an fsspec URL (`s3://bucket/tokens`): the manifest, indexes and tokenizer copies are
+    downloaded into `cache` (default $MMTOK_CACHE or ~/.cache/mmtok, per URL) when opened, each shard's
+    token file when first read, each checked against the manifest's sha256.
     """
 
-    def __init__(self, directory, *, indices=None):
-        self.directory = pathlib.Path(os.fspath(directory))
+    def __init__(self, directory, *, indices=None, cache=None):
+        self.remote = None
+        directory = local_path(os.fspath(directory))
+        if is_url(directory):  # an output on object storage: read through a local cache folder
+            self.remote = RemoteOutput(directory, cache)
+            directory = self.remote.open()
+        self.directory = pathlib.Path(directory)
         self.manifest = load_manifest(self.directory)
         self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
         columns = {name: [] for name in ("key", "source", "modality", "offset", "length", "grid", "timestamps", "meta")}
         shard_of = []
         for n, shard in enumerate(self.manifest["shards"]):
+            if self.remote is not None:
+                self.remote.fetch(shard["index_file"]["path"], shard["index_file"])
             table = pq.read_table(self.directory / shard["index_file"]["path"])
             for name in columns:
                 columns[name] += table.column(name).to_pylist()
@@ -62,7 +73,10 @@ class TokenShards(torch.utils.data.Dataset):
 
     def _map(self, shard: int) -> np.ndarray:
         if shard not in self._maps:  # opened lazily: cheap to fork into DataLoader workers
-            path = self.directory / self.manifest["shards"][shard]["tokens_file"]["path"]
+            entry = self.manifest["shards"][shard]["tokens_file"]
+            path = self.directory / entry["path"]
+            if self.remote is not None:  # downloaded into the cache when first used
+                self.remote.fetch(entry["path"], entry)
             self._maps[shard] = (np.memmap(path, dtype=self.dtype, mode="r") if path.stat().st_size
                                  else np.zeros(0, dtype=self.dtype))
         return self._maps[shard]

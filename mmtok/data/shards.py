@@ -123,6 +123,30 @@ RECORD_KEYS = ("name", "shard", "inputs", "samples", "failures", "tokens", "dtyp
                "by_modality")
 
 
+def parse_record(name: str, data: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) when a shard record's bytes parse, have every field, match their own check digest and
+    name both files well; else (None, why not). The files themselves are not looked at."""
+    try:
+        record = json.loads(data)
+    except ValueError as exc:
+        return None, f"{name}: record {name}.json unreadable ({type(exc).__name__})"
+    if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
+        return None, f"{name}: record {name}.json lacks fields"
+    if not record_intact(record):
+        return None, f"{name}: record {name}.json does not match its check (corrupt)"
+    for key in ("tokens_file", "index_file"):
+        entry = record[key]
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), t) for k, t in
+                                                  (("path", str), ("bytes", int), ("sha256", str))):
+            return None, f"{name}: record {name}.json has a malformed {key}"
+    return record, None
+
+
+def record_files(record: dict) -> list[dict]:
+    """The record's file entries ({"path", "bytes", "sha256"}): the token file, then the index."""
+    return [record["tokens_file"], record["index_file"]]
+
+
 def record_problem(out_dir: pathlib.Path, index: int, *, digests: bool = True) -> tuple[dict | None, str | None]:
     """(record, None) for a complete shard: its record parses, has every field, and both files have the
     recorded size and (with `digests`) sha256; else (None, why not). A shard that fails this is redone."""
@@ -131,18 +155,13 @@ def record_problem(out_dir: pathlib.Path, index: int, *, digests: bool = True) -
     if not path.exists():
         return None, f"{name}: no record"
     try:
-        record = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         return None, f"{name}: record {path.name} unreadable ({type(exc).__name__})"
-    if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
-        return None, f"{name}: record {path.name} lacks fields"
-    if not record_intact(record):
-        return None, f"{name}: record {path.name} does not match its check (corrupt)"
-    for key in ("tokens_file", "index_file"):
-        entry = record[key]
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), t) for k, t in
-                                                  (("path", str), ("bytes", int), ("sha256", str))):
-            return None, f"{name}: record {path.name} has a malformed {key}"
+    record, why = parse_record(name, data)
+    if record is None:
+        return None, why
+    for entry in record_files(record):
         file = out_dir / entry["path"]
         try:
             if file.stat().st_size != entry["bytes"]:

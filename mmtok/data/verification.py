@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 
 from .copies import copy_problems
 from .manifest import FAILURES_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, PLAN_FILE
+from .remote import RemoteOutput, is_url, local_path
 from .shards import file_sha256, record_intact
 
 _FILE_ENTRY = (("path", str), ("bytes", int), ("sha256", str))
@@ -147,14 +149,54 @@ def _load(directory: pathlib.Path) -> tuple[dict | None, list[str]]:
 
 
 def verify(directory) -> list[str]:
-    """Problems found (empty when the output is intact). NotAnOutput if `directory` is no output at all."""
-    directory = pathlib.Path(os.fspath(directory))
+    """Problems found (empty when the output is intact). NotAnOutput if `directory` is no output at all.
+    `directory` may be an fsspec URL: the output on the store is checked, one shard at a time downloaded
+    into a temporary folder (so the disk needed is one shard's, whatever the output's size)."""
+    directory = local_path(os.fspath(directory))
+    if is_url(directory):
+        return _verify_remote(directory)
+    return _verify(pathlib.Path(directory))
+
+
+def _verify_remote(url: str) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="mmtok-verify-") as tmp:
+        remote = RemoteOutput(url, tmp)
+        try:
+            folder = remote.open()
+        except FileNotFoundError as exc:
+            raise NotAnOutput(str(exc)) from None
+
+        def fetch(shard: dict) -> None:
+            for key in ("tokens_file", "index_file"):
+                path = shard.get(key, {}).get("path") if isinstance(shard.get(key), dict) else None
+                if isinstance(path, str) and path in remote.sizes:
+                    remote.fetch(path, fresh=True)
+
+        def drop(shard: dict) -> None:
+            for key in ("tokens_file", "index_file"):
+                if isinstance(shard.get(key), dict) and isinstance(shard[key].get("path"), str):
+                    remote.drop(shard[key]["path"])
+
+        names = [name for name in remote.sizes if "/" not in name and name.startswith("shard-")
+                 and name.endswith(".bin")]
+        return _verify(folder, before=fetch, after=drop, token_files=names)
+
+
+def _verify(directory: pathlib.Path, *, before=None, after=None, token_files=None) -> list[str]:
+    """verify() on a local folder; `before` / `after` are called around each shard's checks (a store's
+    shard files fetched and dropped), `token_files` lists the output's shard-*.bin names (default: globbed)."""
     manifest, problems = _load(directory)
     if manifest is None:
         return problems
     dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
     for shard in manifest["shards"]:
-        _check_shard(directory, shard, dtype, manifest["vocabulary"], problems)
+        if before is not None and isinstance(shard, dict):
+            before(shard)
+        try:
+            _check_shard(directory, shard, dtype, manifest["vocabulary"], problems)
+        finally:
+            if after is not None and isinstance(shard, dict):
+                after(shard)
     counts = manifest["counts"]
     shards = [s for s in manifest["shards"] if not _lacks(s, _SHARD_ENTRY)]
     for key in ("samples", "tokens"):
@@ -174,7 +216,8 @@ def verify(directory) -> list[str]:
                         f"{manifest['inputs']['count']} inputs (inputs lost or duplicated)")
     problems += copy_problems(directory, manifest)
     known = {s["name"] for s in shards}
-    for path in sorted(directory.glob("shard-*.bin")):
-        if path.stem not in known:
-            problems.append(f"{path.name} is not in the manifest")
+    names = sorted(p.name for p in directory.glob("shard-*.bin")) if token_files is None else sorted(token_files)
+    for name in names:
+        if name[:-len(".bin")] not in known:
+            problems.append(f"{name} is not in the manifest")
     return problems
