@@ -133,8 +133,9 @@ class AudioTokenizer:
     def quantize_stacked(self, stacked: list[torch.Tensor]) -> torch.Tensor:
         """Stacked, normalised frames (rows, stack * mels), in order -> (num_codebooks, total rows).
 
-        The rows go through the quantizer in blocks of exactly BLOCK_FRAMES // stack rows (the last one
-        filled up with zeros), whatever the pieces: BLAS rounds tiny matrices differently.
+        The rows are projected in blocks of exactly BLOCK_FRAMES // stack rows (the last one filled up
+        with zeros), whatever the pieces: BLAS rounds tiny matrices differently. The lookup is
+        row-independent, so all projected rows are looked up in one call (the codebook prepared once).
         """
         block = BLOCK_FRAMES // self.stack
         out, pending, filled = [], [], 0
@@ -143,7 +144,7 @@ class AudioTokenizer:
             part = pending[0] if len(pending) == 1 else torch.cat(pending)
             if rows < block:
                 part = torch.cat([part, part.new_zeros(block - rows, part.shape[1])])
-            out.append(self.quantizer(part)[:rows])
+            out.append(self.quantizer.project(part)[:rows])
 
         for piece in stacked:
             while piece.shape[0]:
@@ -157,7 +158,7 @@ class AudioTokenizer:
             emit(filled)
         if not out:
             return torch.zeros(self.num_codebooks, 0, dtype=torch.int64)
-        return torch.cat(out).T.contiguous()
+        return self.quantizer.lookup(torch.cat(out)).T.contiguous()
 
     def _fixed_stats(self, stats) -> FeatureStats | None:
         """The statistics to use for every clip: `stats`, else the tokenizer's own, else None (per utterance)."""

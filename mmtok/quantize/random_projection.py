@@ -50,6 +50,13 @@ class RandomProjectionQuantizer(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(x, mask)
+        indices = self.lookup(self.project(x))
+        if mask is not None:
+            indices = indices.masked_fill(~mask.to(indices.device).unsqueeze(-1), -1)
+        return indices
+
+    def _check(self, x, mask) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise ValueError("RandomProjectionQuantizer: x must be a floating tensor (B, T, input_dim) or (T, input_dim)")
         if x.dim() not in (2, 3) or x.shape[-1] != self.input_dim:
@@ -59,15 +66,23 @@ class RandomProjectionQuantizer(nn.Module):
             if mask.dtype != torch.bool or tuple(mask.shape) != tuple(x.shape[:-1]):
                 raise ValueError(f"RandomProjectionQuantizer: mask must be a bool tensor of shape {tuple(x.shape[:-1])} "
                                  f"(True = valid frame), got {mask.dtype} {tuple(mask.shape)}")
+
+    @torch.no_grad()
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (..., input_dim) -> projected (..., num_codebooks, code_dim) in fp32 (the first half of
+        forward; a caller may project fixed-size blocks, whose BLAS rounding does not depend on the rest, and
+        look the rows up together)."""
         projection = self.projection.float()
-        codebook = self.codebook.float()
         features = x.to(device=projection.device, dtype=torch.float32)
-        # (..., D) x (G, D, C) -> (..., G, C); nearest_code's cosine metric does the l2-normalisation
-        projected = torch.einsum("...d,gdc->...gc", features, projection)
-        indices = torch.stack(
+        return torch.einsum("...d,gdc->...gc", features, projection)
+
+    @torch.no_grad()
+    def lookup(self, projected: torch.Tensor) -> torch.Tensor:
+        """Projected rows (..., num_codebooks, code_dim) -> int64 indices (..., num_codebooks): each row's
+        nearest code by cosine (row-independent: any grouping of rows gives the same indices)."""
+        codebook = self.codebook.float()
+        # nearest_code's cosine metric does the l2-normalisation
+        return torch.stack(
             [nearest_code(projected[..., g, :], codebook[g], metric="cosine")[0] for g in range(self.num_codebooks)],
             dim=-1,
         )
-        if mask is not None:
-            indices = indices.masked_fill(~mask.to(indices.device).unsqueeze(-1), -1)
-        return indices
