@@ -87,14 +87,25 @@ class FeatureStats:
         var = centred.clamp_min(0.0) / (max(n - 1, 1) * STATS_SCALE ** 2)
         return mean, var.sqrt()
 
-    def normalize(self, features: torch.Tensor) -> torch.Tensor:
-        """(features - mean) / (std + 1e-5) in float32, elementwise (so any block split gives the same rows)."""
+    def _mean_and_divisor(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cache is None:
             mean, std = self.mean_std()
             self._cache = (mean.to(torch.float32), (std + STD_EPSILON).to(torch.float32))
         if features.shape[-1] != self.num_channels:
             raise ValueError(f"stats: features have {features.shape[-1]} channels, stats have {self.num_channels}")
-        return (features - self._cache[0]) / self._cache[1]
+        return self._cache
+
+    def normalize(self, features: torch.Tensor) -> torch.Tensor:
+        """(features - mean) / (std + 1e-5) in float32, elementwise (so any block split gives the same rows)."""
+        mean, divisor = self._mean_and_divisor(features)
+        return (features - mean) / divisor
+
+    def normalize_(self, features: torch.Tensor) -> torch.Tensor:
+        """`normalize` in place on float32 features (the same rounding; no new buffer per block)."""
+        mean, divisor = self._mean_and_divisor(features)
+        if features.dtype != torch.float32:
+            raise ValueError(f"stats: normalize_ needs float32 features, got {features.dtype}")
+        return features.sub_(mean).div_(divisor)
 
     def to_dict(self) -> dict:
         mean, std = self.mean_std()

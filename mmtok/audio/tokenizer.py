@@ -227,7 +227,8 @@ class AudioTokenizer:
         wav = prepare_waveform(waveform, sample_rate, SAMPLE_RATE, name=name)
         blocks = self.blocks_of([wav], [name])[0]  # BLOCK_FRAMES rows each but the last
         stats = self.stats_of(blocks, stats)
-        return self.quantize_stacked([stack_frames(stats.normalize(b), self.stack) for b, _ in blocks])
+        # the blocks are this call's own buffers: normalised in place
+        return self.quantize_stacked([stack_frames(stats.normalize_(b), self.stack) for b, _ in blocks])
 
     @torch.no_grad()
     def encode_batch(self, waveforms, sample_rate: int, *, lengths=None, stats: FeatureStats | None = None
