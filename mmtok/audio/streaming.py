@@ -226,7 +226,8 @@ class AudioTokenStream:
 
     def _tokens(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         stack = self.tokenizer.stack
-        stacked = [stack_frames(self.stats.normalize(self.tokenizer.gated(b)[0]), stack) for b in blocks]
+        # the blocks are the feature stream's fresh output (gated in place already): normalised in place
+        stacked = [stack_frames(self.stats.normalize_(self.tokenizer.gated(b)[0]), stack) for b in blocks]
         return self.tokenizer.quantize_stacked(stacked)
 
     def push(self, samples: torch.Tensor) -> torch.Tensor:
