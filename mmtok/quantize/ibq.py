@@ -45,16 +45,25 @@ class _SoftmaxStraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         z, codebook, indices = ctx.saved_tensors
-        grad_z = torch.zeros_like(z) if ctx.needs_input_grad[0] else None
+        grad_z = torch.empty_like(z) if ctx.needs_input_grad[0] else None
         grad_c = torch.zeros_like(codebook).index_add_(0, indices, grad) if ctx.needs_input_grad[1] else None
         rows = _row_block(codebook.shape[0])
+        # one workspace for every block (a fresh 2 x block x K buffer per block would be page-faulted in each time):
+        # the logits and d/dp of a block come from one GEMM, [z_b; g_b] @ E^T, and the softmax and its backward
+        # run in place on it
+        work = z.new_empty(2 * min(rows, z.shape[0]), codebook.shape[0])
         for start in range(0, z.shape[0], rows):
             zb, gb = z[start:start + rows], grad[start:start + rows]
-            p = torch.softmax(zb @ codebook.t(), dim=-1)
-            gp = gb @ codebook.t()
-            gl = p * (gp - (p * gp).sum(-1, keepdim=True))  # back through the softmax
+            n = zb.shape[0]
+            both = work[: 2 * n]
+            torch.mm(torch.cat([zb, gb]), codebook.t(), out=both)
+            p, gp = both[:n], both[n:]
+            p.sub_(p.amax(dim=-1, keepdim=True)).exp_()
+            p.div_(p.sum(dim=-1, keepdim=True))  # softmax(z_b E^T)
+            gp.mul_(p)  # p * dL/dp
+            gl = gp.addcmul_(p, gp.sum(dim=-1, keepdim=True), value=-1.0)  # back through the softmax
             if grad_z is not None:
-                grad_z[start:start + rows] = gl @ codebook
+                torch.mm(gl, codebook, out=grad_z[start:start + n])
             if grad_c is not None:
                 grad_c.addmm_(gl.t(), zb)
         return grad_z, grad_c, None
