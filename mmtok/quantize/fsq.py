@@ -35,6 +35,33 @@ from .output import QuantizerOutput, code_counts, usage_stats
 FORMULAS = ("vqtorch", "cosmos", "xcodec2", "symmetric")
 
 
+class _NarrowLinear(torch.autograd.Function):
+    """x @ W^T + b for a narrow x (few input channels, e.g. FSQ's 4 levels -> 256 channels), with the weight
+    gradient formed as (x^T g)^T: autograd's g^T x runs the long reduction the slow way for such shapes
+    (about 2.4x the time on CPU); the same sums."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_w = (x.t() @ grad).t() if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def narrow_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` for 2-D x through _NarrowLinear (same value and gradients, faster weight gradient)."""
+    if x.dim() != 2:
+        return layer(x)
+    return _NarrowLinear.apply(x, layer.weight, layer.bias)
+
+
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (x.round() - x).detach()
 
@@ -162,7 +189,7 @@ class FSQ(nn.Module):
         indices = self.values_to_indices(values)
         out = values.to(rows.dtype)
         if self.project_out is not None:
-            out = self.project_out(out.to(self.project_out.weight.dtype))
+            out = narrow_linear(self.project_out, out.to(self.project_out.weight.dtype))
         quantized = from_rows(out.to(z.dtype), lead, axis)
         counted = indices if mask is None else indices[_flat_mask(mask, lead)]
         stats = usage_stats(code_counts(counted, self.num_codes))
