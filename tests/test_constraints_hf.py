@@ -121,3 +121,99 @@ def test_processor_never_forbids_a_reference_sequence(setup, data_dir):
         scores = processor(torch.tensor([ids[:t]]), torch.zeros(1, stream.vocab.size))
         assert torch.isfinite(scores[0, ids[t]]), f"reference id {ids[t]} at {t} forbidden"
         assert np.isinf(scores.numpy()).any()
+
+
+def test_beam_search_outputs_all_decode(setup):
+    """num_beams: the rows are reordered and duplicated between steps; every returned beam parses strictly
+    and its images decode at the grid, and the processor did see reordered rows (so the test exercises the
+    beam path; with the states not following the beams, generations fail to parse)."""
+    from mmtok.stream.hf import ConstrainedLogitsProcessor
+
+    stream = setup
+    vocab = stream.vocab
+    kind, prompt, new_tokens, _ = jobs(stream)[0]
+    # free text before the image: beams sit at different places of the grammar, so a beam given another
+    # row's state would be masked wrongly
+    options = dict(text=True, blocks=["image"], image_grid=GRID, min_blocks=1, max_blocks=1)
+    new_tokens += 6
+    reorders = []
+
+    class Counting(ConstrainedLogitsProcessor):
+        def _parents(self, input_ids):
+            parents = super()._parents(input_ids)
+            reorders.append(parents is not None and parents != list(range(len(parents))))
+            return parents
+
+    from mmtok.stream.constraints import Constraint
+
+    decoded = 0
+    for seed in range(2):
+        model = tiny_llama(vocab.size, 10 + seed)
+        processor = Counting(Constraint(vocab, **options), prompt_length=len(prompt))
+        input_ids = torch.tensor([prompt] * 2)
+        with torch.no_grad():
+            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                                 num_beams=4, num_return_sequences=4, max_new_tokens=new_tokens,
+                                 logits_processor=transformers.LogitsProcessorList([processor]),
+                                 eos_token_id=vocab.special("eos"), pad_token_id=vocab.special("pad"))
+        for row in out.tolist():
+            segments = stream.decode(row, strict=True, decode_images=True)
+            assert segments.repairs == []
+            for image in [s for s in segments if hasattr(s, "grid")]:  # a beam may still be in its text
+                assert image.grid == GRID and torch.isfinite(image.pixels).all()
+            decoded += 1
+    assert decoded == 16
+    assert any(reorders), "beam search never reordered the rows: the beam path was not exercised"
+
+
+def test_request_processor_serves_interleaved_and_branching_sequences(setup, seed):
+    """The per-request (vLLM-style) hook: several sequences of one request call it in turn, one branches
+    (a beam copied midway); random logits masked by it always give sequences that parse strictly."""
+    from mmtok.stream.constraints import request_logits_processor
+
+    stream = setup
+    vocab = stream.vocab
+    _, prompt, new_tokens, options = jobs(stream)[0]
+    processor = request_logits_processor(vocab, **options)
+    gen = torch.Generator().manual_seed(seed)
+    outputs = [[] for _ in range(3)]
+    for step in range(new_tokens):
+        if step == new_tokens // 2:
+            outputs.append(list(outputs[0]))  # a branch of sequence 0
+        for out in outputs:
+            logits = torch.randn(vocab.size + 7, generator=gen)  # padded embedding rows too
+            logits = processor(prompt, out, logits)
+            assert torch.isinf(logits[vocab.size:]).all()
+            probs = torch.softmax(logits, dim=0)
+            out.append(int(torch.multinomial(probs, 1, generator=gen)))
+    for out in outputs:
+        segments = stream.decode(list(prompt) + out, strict=True)
+        assert segments[-1].grid == GRID
+
+
+def test_processor_follows_rows_reordered_and_duplicated_as_beam_search_does(setup, seed):
+    """Rows at different places of the grammar (text, inside an image), reordered and duplicated at random
+    between calls: each row's mask always equals that of a fresh state on that row's own prefix."""
+    from mmtok.stream.constraints import Constraint
+    from mmtok.stream.hf import ConstrainedLogitsProcessor
+
+    stream = setup
+    vocab = stream.vocab
+    prompt = stream.encode([Text("draw: ")], add_eos=False)
+    constraint = Constraint(vocab, text=True, blocks=["image"], image_grid=GRID, max_blocks=2)
+    processor = ConstrainedLogitsProcessor(constraint, prompt_length=len(prompt))
+    rng = np.random.default_rng(seed)
+    rows = [list(prompt) for _ in range(4)]
+    image_begin = vocab.special("image_begin")
+    for step in range(40):
+        scores = processor(torch.tensor(rows), torch.zeros(len(rows), vocab.size))
+        for row, got in zip(rows, scores):
+            want = constraint.allowed_mask(row, prompt_length=len(prompt))
+            assert np.array_equal(torch.isfinite(got).numpy(), want), f"step {step}"
+        nxt = []
+        for i, row in enumerate(rows):
+            allowed = np.flatnonzero(torch.isfinite(scores[i]).numpy())
+            pick = image_begin if (i == step % 4 and image_begin in allowed) else int(rng.choice(allowed))
+            nxt.append(row + [pick])
+        order = rng.integers(0, len(nxt), size=len(nxt))  # beams: reordered, some duplicated, some dropped
+        rows = [list(nxt[j]) for j in order]

@@ -9,8 +9,10 @@ fits the options is allowed. It is
 - incremental: a `ConstraintState` moves by one id in O(1);
 - batch aware: `ConstraintBatch` keeps one state per row and gives the (batch, vocab) mask of a step.
 
-Adapters: `hf_logits_processor(...)` (a `transformers` LogitsProcessor, mmtok.stream.hf) and
-`Constraint.prefix_function()` (prefix ids -> allowed mask, for engines that hand over the whole prefix).
+Adapters: `hf_logits_processor(...)` (a `transformers` LogitsProcessor, mmtok.stream.hf; sampling and beam
+search), `request_logits_processor(...)` (a per-sequence `(prompt_ids, output_ids, logits)` hook, vLLM's
+per-request convention) and `Constraint.prefix_function()` (prefix ids -> allowed mask, for engines that
+hand over the whole prefix).
 The prompt is read with the plain layout rules (any grid, any number of blocks, `<bos>` / `<pad>` allowed);
 the options apply from the first generated id on.
 """
@@ -303,6 +305,15 @@ def hf_logits_processor(vocab: Vocabulary, *, prompt_length: int | None = None, 
     from .hf import ConstrainedLogitsProcessor
 
     return ConstrainedLogitsProcessor(Constraint(vocab, **options), prompt_length=prompt_length)
+
+
+def request_logits_processor(vocab: Vocabulary, **options):
+    """A per-request processor `(prompt_ids, output_ids, logits) -> logits` enforcing Constraint(vocab,
+    **options): the calling convention of vLLM's `SamplingParams(logits_processors=[...])` (V0 engine) and
+    of other engines that call a hook per sequence and step (mmtok.stream.request_processor)."""
+    from .request_processor import RequestLogitsProcessor
+
+    return RequestLogitsProcessor(Constraint(vocab, **options))
 
 
 # ---- option parsing ----------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """A `transformers` LogitsProcessor around a mmtok Constraint (imported only when asked for).
 
-Tested with sampled `generate` (temperature 1, batches of several rows). Beam search reorders rows between
-steps, which the per-row states do not follow: it is not supported.
+Tested with sampled `generate` (temperature 1, batches of several rows) and with beam search (`num_beams`):
+beam search reorders (and duplicates) rows between steps, so each row's state is taken from the row of the
+previous step whose ids it continues (found by comparing the prefixes; sampling never reorders, and then
+the comparison is a single equality test).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class ConstrainedLogitsProcessor(LogitsProcessor):
         self.prompt_length = None if prompt_length is None else int(prompt_length)
         self.batch: ConstraintBatch | None = None
         self._length = -1
+        self._previous: torch.Tensor | None = None
 
     def _start(self, input_ids: torch.Tensor) -> None:
         ids = input_ids.tolist()
@@ -37,11 +40,28 @@ class ConstrainedLogitsProcessor(LogitsProcessor):
         for t in range(n, input_ids.shape[1]):
             self.batch.advance([row[t] for row in ids])
 
+    def _parents(self, input_ids: torch.Tensor) -> list[int] | None:
+        """For each row, a row of the previous call whose ids it continues (None if some row has none)."""
+        previous, prefix = self._previous, input_ids[:, :-1]
+        if previous.shape == prefix.shape and torch.equal(previous, prefix):
+            return list(range(prefix.shape[0]))  # no reordering (sampling, greedy)
+        same = (prefix[:, None, :] == previous[None, :, :].to(prefix.device)).all(dim=-1)  # (rows, previous rows)
+        found = same.any(dim=1)
+        if not bool(found.all()):
+            return None
+        return same.to(torch.int8).argmax(dim=1).tolist()
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         length = input_ids.shape[1]
-        if self.batch is None or length != self._length + 1 or input_ids.shape[0] != len(self.batch):
+        parents = None
+        if self.batch is not None and length == self._length + 1:
+            parents = self._parents(input_ids)
+        if parents is None:  # a new generate (or rows that continue nothing seen): start over from the prompt
             self._start(input_ids)
         else:
+            if parents != list(range(len(parents))) or len(parents) != len(self.batch):
+                self.batch.states = [self.batch.states[p].copy() for p in parents]  # beams reordered
             self.batch.advance(input_ids[:, -1].tolist())
         self._length = length
+        self._previous = input_ids.detach().clone()
         return self.batch.apply(scores)
