@@ -2,9 +2,14 @@
 faiss-cpu (k=1: IndexFlatL2 for l2, IndexFlatIP for dot, IndexFlatIP on l2-normalised copies for cosine, the
 normalisation of the queries timed with it) and the GEMM alone (torch.mm over the same FLOPs, no argmin: the
 ceiling a GEMM-based lookup cannot beat). For every metric (l2, cosine, dot; dot also at IBQ's K = 131,072,
-D = 256) and every CPU instruction set the machine has (the C++ kernel is forced to each in turn with
-`set_cpu_capability`; `mmtok info` names the default). One process, same inputs, median of repeats; prints a
-table of times, speed-ups and % of the GEMM throughput, and writes benchmarks/results/nearest_code.json.
+D = 256) and every CPU instruction set the machine has. Each instruction set runs in its own process that
+emulates a machine with only that set for every library in the comparison, not only mmtok: AVX2 means
+MMTOK_CPU_CAPABILITY=avx2 (mmtok's kernel), FAISS_SIMD_LEVEL=AVX2 (faiss' AVX2 code), OPENBLAS_CORETYPE=Haswell
+(the OpenBLAS faiss ships, its AVX2 GEMM), MKL_ENABLE_INSTRUCTIONS=AVX2 and ATEN_CPU_CAPABILITY=avx2 (torch's
+GEMM and kernels). On an AVX-512 machine, forcing only mmtok to AVX2 would pit it against faiss' AVX-512 GEMM,
+which an AVX2-only machine does not have. Each row records the SIMD level faiss ran at. Same inputs, median of
+repeats; prints a table of times, speed-ups and % of the GEMM throughput, and writes
+benchmarks/results/nearest_code.json.
 
     python benchmarks/nearest_code.py [--quick] [--n 65536] [--metrics l2,cosine,dot] [--isa avx512,avx2]
                                       [--skip-memory]
@@ -12,6 +17,7 @@ table of times, speed-ups and % of the GEMM throughput, and writes benchmarks/re
 from __future__ import annotations
 
 import argparse
+import pathlib
 import subprocess
 import sys
 
@@ -47,6 +53,25 @@ def gemm_alone(x, c):
     ct = c.T
     for s in range(0, x.shape[0], rows):
         torch.mm(x[s : s + rows], ct)
+
+
+ISA_ENV = {  # a machine with only this instruction set, for every library in the comparison
+    "avx2": {"MMTOK_CPU_CAPABILITY": "avx2", "FAISS_SIMD_LEVEL": "AVX2", "OPENBLAS_CORETYPE": "Haswell",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512": {"MMTOK_CPU_CAPABILITY": "avx512", "FAISS_SIMD_LEVEL": "AVX512"},
+}
+
+
+def faiss_build() -> str | None:
+    """The SIMD level faiss runs at in this process (it dispatches at run time; FAISS_SIMD_LEVEL chooses)."""
+    try:
+        import faiss
+    except Exception:
+        return None
+    try:
+        return faiss.SIMDConfig.get_level_name()
+    except AttributeError:  # older faiss: one build per level
+        return faiss.get_compile_options()
 
 
 def faiss_search(c, metric):
@@ -125,14 +150,45 @@ def memory_probe(n: int, k: int, d: int) -> dict:
     return {"N": n, "K": k, "D": d, "peak_rss_growth_mb": after - before, "n_by_k_fp32_mb": n * k * 4 / 2**20}
 
 
+def run_isa(isa, args) -> list[dict]:
+    """This process's rows: every metric and shape with the C++ kernel at `isa` (None: no extension)."""
+    from mmtok.ops import set_cpu_capability
+
+    if isa is not None:
+        set_cpu_capability(isa)
+    shapes = SHAPES[1:3] if args.quick else SHAPES
+    results = []
+    for metric in args.metrics.split(","):
+        cases = [(k, d, args.n) for k, d in shapes]
+        if metric == "dot" and not args.quick:
+            cases.append((*IBQ_SHAPE, IBQ_N))
+        for k, d, n in cases:
+            row = bench_shape(n, k, d, torch.device("cpu"), torch.float32, args.quick, metric, isa)
+            row["faiss_build"] = faiss_build()
+            row["isa_env"] = ISA_ENV.get(isa, {})
+            results.append(row)
+            print(f"done cpu {isa} {metric} N={n} K={k} D={d}: mmtok {row['mmtok_best_ms']:.1f} ms", flush=True)
+    return results
+
+
 def main(argv=None) -> int:
+    import json
+    import os
+    import tempfile
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=65536, help="rows on CPU (GPU uses 1M)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and only the two small-D shapes")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--metrics", default="l2,cosine,dot", help="comma-separated: l2, cosine, dot")
-    parser.add_argument("--isa", default="avx512,avx2", help="CPU instruction sets to force in turn (those present)")
+    parser.add_argument("--isa", default="avx512,avx2", help="CPU instruction sets, each in its own process "
+                                                            "emulating it for every library (those present)")
+    parser.add_argument("--isa-child", nargs=2, metavar=("ISA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.isa_child:
+        isa, out = args.isa_child
+        pathlib.Path(out).write_text(json.dumps(run_isa(None if isa == "-" else isa, args)))
+        return 0
 
     info = mmtok.info()
     print(info)
@@ -141,25 +197,17 @@ def main(argv=None) -> int:
     isas = [isa for isa in args.isa.split(",") if set_cpu_capability(isa) == isa]
     set_cpu_capability("")
     print(f"default CPU kernel: {info.get('cpu_capability')}; benchmarked: {isas or ['(no C++ extension)']}")
-    shapes = SHAPES[1:3] if args.quick else SHAPES
-    metrics = args.metrics.split(",")
     results = []
-    for isa in isas or [None]:
-        if isa is not None:
-            set_cpu_capability(isa)
-        for metric in metrics:
-            cases = [(k, d, args.n) for k, d in shapes]
-            if metric == "dot" and not args.quick:
-                cases.append((*IBQ_SHAPE, IBQ_N))
-            for k, d, n in cases:
-                results.append(bench_shape(n, k, d, torch.device("cpu"), torch.float32, args.quick, metric, isa))
-                r = results[-1]
-                print(f"done cpu {isa} {metric} N={n} K={k} D={d}: mmtok {r['mmtok_best_ms']:.1f} ms", flush=True)
-    set_cpu_capability("")
+    for isa in isas or ["-"]:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            env = {**os.environ, **ISA_ENV.get(isa, {})}
+            child = [a for a in (argv if argv is not None else sys.argv[1:])]
+            subprocess.run([sys.executable, __file__, *child, "--isa-child", isa, out.name], env=env, check=True)
+            results += json.loads(pathlib.Path(out.name).read_text())
     if torch.cuda.is_available():
         for dtype in (torch.float32, torch.bfloat16):
-            for metric in metrics:
-                for k, d in shapes:
+            for metric in args.metrics.split(","):
+                for k, d in (SHAPES[1:3] if args.quick else SHAPES):
                     results.append(bench_shape(1 << 20, k, d, torch.device("cuda"), dtype, args.quick, metric))
 
     columns = sorted({key for r in results for key in r["ms"]})
@@ -169,8 +217,10 @@ def main(argv=None) -> int:
     baselines = sorted({key for r in results for key in r["speedup_vs"]})
     print("\nspeed-up of the fastest mmtok backend over each baseline (x), % of GEMM-alone throughput, TFLOP/s")
     keys = ["device", "isa", "metric", "K", "D"]
-    print_table(keys + [f"vs {b}" for b in baselines] + ["% of GEMM", "TFLOP/s", "GEMM TFLOP/s"],
-                [[r[k] for k in keys] + [r["speedup_vs"].get(b) for b in baselines] + [r["pct_of_gemm_throughput"], r["tflops"], r["gemm_tflops"]] for r in results])
+    print_table(keys + [f"vs {b}" for b in baselines] + ["% of GEMM", "TFLOP/s", "GEMM TFLOP/s", "faiss build"],
+                [[r[k] for k in keys] + [r["speedup_vs"].get(b) for b in baselines]
+                 + [r["pct_of_gemm_throughput"], r["tflops"], r["gemm_tflops"], (r.get("faiss_build") or "-")[-12:]]
+                 for r in results])
     memory = None
     if not args.skip_memory:
         memory = memory_probe(1_000_000, 16384, 8)
